@@ -1,0 +1,1 @@
+"""edgerl.envs: the SimPy device-edge-cloud simulator and its Gymnasium adapter."""

@@ -1,0 +1,1 @@
+"""edgerl.envs.sim: the discrete-event simulator (SimPy only, no Gymnasium)."""

@@ -1,0 +1,1 @@
+"""edgerl.experiments: experiment scripts and the ``edgerl`` command line."""
