@@ -1,0 +1,360 @@
+"""Typed, strict scenario configuration.
+
+A scenario is a YAML file (``envs/scenarios/<name>.yaml``) decoded into the frozen
+dataclasses below. Decoding is strict: an unknown key (including a key with the wrong unit
+suffix, e.g. ``rtt_s`` where ``rtt_ms`` is expected), a wrong type or an impossible value
+raises :class:`ConfigError` naming the file and the dotted key path.
+
+Units are part of every field name (``_ms``, ``_s``, ``_mbps``, ``_mb``, ``_w``, ``_j``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+
+CachePolicyName = Literal["none", "lru", "lfu", "cost"]
+RadioName = Literal["lte", "3g", "wifi"]
+
+
+class ConfigError(ValueError):
+    """A scenario is invalid; the message names the file and the key."""
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True)
+class BandwidthConfig:
+    """A link's bandwidth: a constant, or a family of real traces.
+
+    Exactly one of ``constant_mbps`` and ``trace_family`` is set. With traces, each device
+    draws one trace of the episode's split (training or held-out evaluation, chosen by the
+    environment) and a random start offset.
+    """
+
+    constant_mbps: float | None = None
+    trace_family: str | None = None
+    scale: float = 1.0  # multiplies every trace sample (1.0 = the trace as measured)
+
+    def validate(self, where: str) -> None:
+        if (self.constant_mbps is None) == (self.trace_family is None):
+            raise ConfigError(f"{where}: set exactly one of 'constant_mbps' and 'trace_family'")
+        if self.constant_mbps is not None and self.constant_mbps <= 0:
+            raise ConfigError(f"{where}.constant_mbps: must be > 0, got {self.constant_mbps}")
+        if self.scale <= 0:
+            raise ConfigError(f"{where}.scale: must be > 0, got {self.scale}")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    uplink: BandwidthConfig
+    downlink: BandwidthConfig
+    access_rtt_ms: float  # device <-> edge round-trip propagation delay
+    wan: BandwidthConfig  # edge <-> cloud, shared by all requests
+    wan_rtt_ms: float
+    bandwidth_window_s: float = 1.0  # the device's bandwidth estimate averages this much past
+    result_bytes: int = 8  # a class id (int32) + a confidence (float32) = 8 bytes
+    fingerprint_bytes: int = 32  # a cache key: a 256-bit input hash (SHA-256 digest size)
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    count: int
+    hardware: str  # profile hardware name, e.g. device-rpi4
+    memory_mb: float  # available for model weights + activations
+    radio: RadioName
+    active_power_w: float | None = None  # None: from the profile's hardware block
+    energy_budget_j: float = math.inf  # per device per episode (observation feature)
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    hardware: str
+    workers: int
+    memory_mb: float
+    max_batch_wait_ms: float
+    queue_capacity: int  # requests waiting at the edge (batchers + worker queue); beyond: drop
+    cache_capacity: int  # results
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    hardware: str
+    workers: int
+    queue_capacity: int
+
+
+@dataclass(frozen=True)
+class ArrivalConfig:
+    """Per-device arrival process.
+
+    - ``poisson``: rate ``rate_per_s``.
+    - ``mmpp``: a Markov-modulated Poisson process; state i has rate ``rates_per_s[i]`` and an
+      exponentially distributed sojourn with mean ``mean_sojourn_s[i]``, states visited in a
+      cycle (bursty load).
+    - ``trace``: inter-arrival times [s] read from ``trace_file`` (one per line), replayed in a
+      loop from a random start.
+    """
+
+    process: Literal["poisson", "mmpp", "trace"]
+    rate_per_s: float | None = None
+    rates_per_s: tuple[float, ...] = ()
+    mean_sojourn_s: tuple[float, ...] = ()
+    trace_file: str | None = None
+
+    def validate(self, where: str) -> None:
+        if self.process == "poisson":
+            if self.rate_per_s is None or self.rate_per_s <= 0:
+                raise ConfigError(f"{where}.rate_per_s: poisson needs a rate > 0")
+        elif self.process == "mmpp":
+            if len(self.rates_per_s) < 2 or len(self.rates_per_s) != len(self.mean_sojourn_s):
+                raise ConfigError(
+                    f"{where}: mmpp needs >= 2 'rates_per_s' and as many 'mean_sojourn_s'"
+                )
+            if min(self.rates_per_s) <= 0 or min(self.mean_sojourn_s) <= 0:
+                raise ConfigError(f"{where}: mmpp rates and sojourns must be > 0")
+        elif self.trace_file is None:
+            raise ConfigError(f"{where}.trace_file: the trace process needs a file")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    name: str
+    deadline_ms: float
+    weight: float = 1.0  # share of requests (normalised over apps)
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    arrival: ArrivalConfig
+    apps: tuple[AppConfig, ...]
+    catalogue_size: int = 1000  # distinct inputs (e.g. faces at a gate)
+    zipf_s: float = 0.0  # popularity skew; 0 = uniform
+
+
+@dataclass(frozen=True)
+class AccuracyOverride:
+    """Per-exit accuracy for a variant whose profile lacks it, with where it comes from."""
+
+    per_exit: tuple[float, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str  # zoo model, e.g. resnet18_me
+    variants: tuple[str, ...]
+    accuracy: Mapping[str, AccuracyOverride] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ActionMenuConfig:
+    """Which choices the agent is offered (keeps the flat plan catalogue small).
+
+    ``exits``: exit indices (negative counts from the end); ``cut_units``: the unit
+    indices before which a cut may be placed (0 = raw input leaves the device); the end of
+    the exit's chain is always allowed.
+    """
+
+    exits: tuple[int, ...] = ()
+    cut_units: tuple[int, ...] = ()
+    batch_sizes: tuple[int, ...] = (1,)
+    cache_policies: tuple[CachePolicyName, ...] = ("none",)
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Utility of one finished request (weights of the named reward parts)."""
+
+    accuracy: float = 1.0  # per unit of (expected) accuracy
+    latency_per_s: float = 1.0
+    energy_per_j: float = 0.0  # device energy
+    slo_miss: float = 1.0  # per request finishing after its deadline
+    bytes_per_mb: float = 0.0  # bytes sent on device and WAN links
+    privacy: float = 0.0  # per request whose raw input left the device
+    drop: float = 2.0  # per dropped request
+    accuracy_mode: Literal["expected", "sampled"] = "expected"
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    name: str
+    description: str
+    horizon_s: float
+    model: ModelConfig
+    devices: DeviceConfig
+    edge: EdgeConfig
+    cloud: CloudConfig
+    network: NetworkConfig
+    workload: WorkloadConfig
+    action_menu: ActionMenuConfig
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    path: str = "<memory>"
+
+    def validate(self) -> None:
+        w = self.path
+        _positive(w, "horizon_s", self.horizon_s)
+        _positive(w, "devices.count", self.devices.count)
+        _positive(w, "devices.memory_mb", self.devices.memory_mb)
+        _positive(w, "edge.workers", self.edge.workers)
+        _positive(w, "edge.memory_mb", self.edge.memory_mb)
+        _positive(w, "cloud.workers", self.cloud.workers)
+        for name in ("access_rtt_ms", "wan_rtt_ms", "bandwidth_window_s"):
+            if getattr(self.network, name) < 0:
+                raise ConfigError(f"{w}: network.{name} must be >= 0")
+        if self.edge.max_batch_wait_ms < 0:
+            raise ConfigError(f"{w}: edge.max_batch_wait_ms must be >= 0")
+        if self.edge.cache_capacity < 0 or self.edge.queue_capacity < 1:
+            raise ConfigError(f"{w}: edge.cache_capacity >= 0 and edge.queue_capacity >= 1")
+        self.network.uplink.validate(f"{w}: network.uplink")
+        self.network.downlink.validate(f"{w}: network.downlink")
+        self.network.wan.validate(f"{w}: network.wan")
+        self.workload.arrival.validate(f"{w}: workload.arrival")
+        if not self.workload.apps:
+            raise ConfigError(f"{w}: workload.apps must name at least one application")
+        for i, app in enumerate(self.workload.apps):
+            _positive(w, f"workload.apps[{i}].deadline_ms", app.deadline_ms)
+            _positive(w, f"workload.apps[{i}].weight", app.weight)
+        _positive(w, "workload.catalogue_size", self.workload.catalogue_size)
+        if self.workload.zipf_s < 0:
+            raise ConfigError(f"{w}: workload.zipf_s must be >= 0")
+        if not self.model.variants:
+            raise ConfigError(f"{w}: model.variants must list at least one variant")
+        for v, acc in self.model.accuracy.items():
+            if v not in self.model.variants:
+                raise ConfigError(f"{w}: model.accuracy.{v}: not one of model.variants")
+            if not all(0.0 <= a <= 1.0 for a in acc.per_exit) or not acc.source:
+                raise ConfigError(f"{w}: model.accuracy.{v}: fractions in [0, 1] and a source")
+        menu = self.action_menu
+        if not menu.batch_sizes or min(menu.batch_sizes) < 1:
+            raise ConfigError(f"{w}: action_menu.batch_sizes must be >= 1")
+        if not menu.cache_policies:
+            raise ConfigError(f"{w}: action_menu.cache_policies must not be empty")
+        if self.edge.cache_capacity == 0 and set(menu.cache_policies) - {"none"}:
+            raise ConfigError(f"{w}: cache policies offered but edge.cache_capacity is 0")
+
+
+def _positive(where: str, key: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{where}: {key} must be > 0, got {value}")
+
+
+# ----------------------------------------------------------------------------- decoding
+
+T = TypeVar("T")
+
+
+def _decode(tp: Any, value: Any, where: str) -> Any:
+    """Decode ``value`` into type ``tp`` strictly; ``where`` is the dotted key path."""
+    origin = get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _decode(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{where}: expected one of {list(get_args(tp))}, got {value!r}")
+        return value
+    if origin is tuple:
+        (item_tp, *_rest) = get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_decode(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (Mapping, dict) or tp is dict:
+        key_tp, val_tp = get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {
+            _decode(key_tp, k, f"{where}"): _decode(val_tp, v, f"{where}.{k}") for k, v in value.items()
+        }
+    if dataclasses.is_dataclass(tp):
+        return decode_dataclass(typing.cast(type, tp), value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str) and value.strip().lower() in {"inf", ".inf", "infinity"}:
+            return math.inf
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {where}")
+
+
+def decode_dataclass(cls: type[T], data: Any, where: str) -> T:
+    """Build dataclass ``cls`` from a mapping; reject unknown and missing keys."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}  # type: ignore[arg-type]
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"{where}.{key}: unknown key{hint} (allowed: {', '.join(sorted(fields))})"
+            )
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _decode(hints[name], data[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}.{name}: missing required key")
+    return cls(**kwargs)
+
+
+def scenario_from_dict(data: Any, path: str = "<memory>") -> ScenarioConfig:
+    cfg = decode_dataclass(ScenarioConfig, data, path)
+    cfg = dataclasses.replace(cfg, path=path)
+    cfg.validate()
+    return cfg
+
+
+def load_scenario(name_or_path: str | Path) -> ScenarioConfig:
+    """Load a shipped scenario by name (``lte-dynamic``) or any YAML file by path."""
+    p = Path(name_or_path)
+    if not p.suffix:
+        p = SCENARIO_DIR / f"{name_or_path}.yaml"
+        if not p.exists():
+            raise ConfigError(
+                f"unknown scenario {name_or_path!r}; shipped: {', '.join(list_scenarios())}"
+            )
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p}: cannot read scenario: {exc}") from exc
+    return scenario_from_dict(data, str(p))
+
+
+def list_scenarios() -> list[str]:
+    return sorted(f.stem for f in SCENARIO_DIR.glob("*.yaml"))

@@ -1,0 +1,243 @@
+"""The Gymnasium adapter over the simulator."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from edgerl.envs.config import ScenarioConfig
+from edgerl.envs.observation import (
+    OBS_CLIP,
+    Feature,
+    feature_scales,
+    normalise,
+    observation_features,
+)
+from edgerl.envs.sim.build import ScenarioModel, build_simulator, scenario_model
+from edgerl.envs.sim.simulator import REWARD_PARTS, Request, Simulator
+
+#: Below this window the bandwidth estimate is the instantaneous value [s].
+_MIN_WINDOW_S = 1e-9
+
+
+class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
+    """Collaborative DNN inference across device, edge and cloud.
+
+    ## Description
+
+    Requests arrive at one or more devices (Poisson, bursty MMPP or trace-driven arrivals,
+    with Zipf-popular input identities and per-application deadlines). For each request the
+    agent chooses a joint execution plan: the model variant (e.g. fp32, int8, reduced
+    resolution), the early-exit branch (BranchyNet), the device-edge and edge-cloud cut points
+    (Neurosurgeon-style partitioning), the batch size the request waits for at the edge and
+    the edge cache policy. A SimPy simulator driven by measured per-layer profiles and real
+    bandwidth traces then runs the request through device CPU, uplink, edge batching and
+    workers, WAN and cloud.
+
+    ## Action Space
+
+    ``Discrete(N)``: an index into the scenario's flat plan catalogue
+    (:func:`edgerl.envs.plans.build_catalogue`; decode with ``env.unwrapped.plans[a]``).
+    Per-request meaning of the shared-state choices: ``batch_size`` is the batch size this
+    request waits for at the edge (at most ``edge.max_batch_wait_ms``); ``cache_policy``
+    ``none`` bypasses the cache, any other value looks the input up first and, on a miss,
+    admits the result, evicting by that policy if the cache is full.
+    ``action_masks()`` marks the plans that fit device and edge memory. An infeasible action
+    taken anyway (an unmasked agent) drops the request: it earns the drop penalty and
+    ``info["infeasible"]`` is True. An action outside ``[0, N)`` raises ``ValueError``.
+
+    ## Observation Space
+
+    ``Box(0, OBS_CLIP, (F,), float32)``; each feature is a raw measurement / scale, clipped:
+
+    | name               | unit      | meaning                                              |
+    |--------------------|-----------|------------------------------------------------------|
+    | uplink_mbps        | Mbit/s    | uplink bandwidth, mean over the past window          |
+    | wan_mbps           | Mbit/s    | edge-cloud bandwidth, mean over the past window      |
+    | device_backlog_ms  | ms        | work queued on the device CPU                        |
+    | uplink_backlog_ms  | ms        | transfers queued on the device uplink                |
+    | edge_queue_len     | requests  | waiting at the edge (batchers + worker queue)        |
+    | edge_backlog_ms    | ms        | until an edge worker is free                         |
+    | edge_batch_waiting | requests  | waiting in edge batchers                             |
+    | cloud_queue_len    | requests  | waiting for a cloud worker                           |
+    | wan_backlog_ms     | ms        | transfers queued on the WAN                          |
+    | cache_hit_rate     | fraction  | recent edge cache hit rate                           |
+    | cache_fill         | fraction  | edge cache occupancy                                 |
+    | arrival_rate_per_s | 1/s       | this device's recent request rate                    |
+    | deadline_ms        | ms        | this request's deadline                              |
+    | energy_left        | fraction  | device energy budget left                            |
+    | app_<name>         | indicator | one per application                                  |
+
+    Only past and present quantities are observed (no future trace values).
+
+    ## Rewards
+
+    The sum of the utilities of the requests that finished since the previous step:
+    ``w_acc * accuracy - w_lat * latency_s - w_energy * energy_j - w_slo * missed
+    - w_bytes * MB_sent - w_priv * raw_input_left``, and ``-w_drop`` per dropped request.
+    The weighted parts are in ``info["reward_parts"]``; weights in the scenario's ``reward``.
+
+    ## Episode End
+
+    Truncated when the simulated time reaches ``horizon_s``; never terminated. Requests in
+    flight at the horizon earn nothing.
+
+    ## Arguments
+
+    ``gym.make("edgerl/CollabInference-v0", scenario="lte-dynamic", split="train")``;
+    ``scenario``: a shipped scenario name, a YAML path or a :class:`ScenarioConfig`;
+    ``split``: ``"train"`` or ``"eval"`` traces (held-out evaluation);
+    ``record``: keep every finished request in ``env.unwrapped.sim.finished``.
+
+    ## Version History
+
+    * v0: initial version.
+
+    ## References
+
+    * Kang et al., Neurosurgeon, ASPLOS 2017 (partitioning).
+    * Teerapittayanon et al., BranchyNet, ICPR 2016 (early exits).
+    * Li, Zhou, Chen, Edgent, IEEE TWC 2019 (exit + partition under deadlines).
+    * Huang et al., MobiSys 2012 (radio power model).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (gymnasium convention)
+
+    def __init__(
+        self,
+        scenario: str | ScenarioConfig | ScenarioModel = "lte-dynamic",
+        split: Literal["train", "eval"] = "train",
+        record: bool = False,
+        log_events: bool = False,
+    ) -> None:
+        if split not in ("train", "eval"):
+            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+        if isinstance(scenario, ScenarioModel):
+            self.model = scenario
+        elif isinstance(scenario, ScenarioConfig):
+            self.model = ScenarioModel.from_config(scenario)
+        else:
+            self.model = scenario_model(str(scenario))
+        cfg = self.cfg = self.model.cfg
+        self.split = split
+        self.record = record
+        self.log_events = log_events
+        self.plans = self.model.plans
+        self.features: list[Feature] = observation_features(
+            [a.name for a in cfg.workload.apps],
+            cfg.edge.queue_capacity,
+            cfg.cloud.queue_capacity,
+            max(a.deadline_ms for a in cfg.workload.apps),
+        )
+        self._scales = feature_scales(self.features)
+        self._n_base = len(self.features) - len(cfg.workload.apps)
+        self.action_space = spaces.Discrete(len(self.plans))
+        self.observation_space = spaces.Box(
+            0.0, OBS_CLIP, shape=(len(self.features),), dtype=np.float32
+        )
+        self._mask = self.model.static_mask
+        self._raw = np.zeros(len(self.features), dtype=np.float64)
+        self._parts = dict.fromkeys(REWARD_PARTS, 0.0)
+        self._n_done = 0
+        self.sim: Simulator | None = None
+        self._req: Request | None = None
+
+    # --------------------------------------------------------------------- gym API
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self.sim = build_simulator(
+            self.model, self.np_random, self.split, record=self.record, log_events=self.log_events
+        )
+        self.sim.on_finish.append(self._on_finish)
+        self._req = self.sim.next_decision()
+        return self._observe(), {"action_mask": self._mask}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        sim = self.sim
+        if sim is None or self._req is None:
+            raise RuntimeError("call reset() before step() (and again after the episode ended)")
+        a = int(action)
+        if not 0 <= a < len(self.plans) or a != action:
+            raise ValueError(f"invalid action {action!r}: expected an integer in [0, {len(self.plans)})")
+        parts = self._parts
+        for k in parts:
+            parts[k] = 0.0
+        self._n_done = 0
+        feasible = bool(self._mask[a])
+        sim.apply(a, feasible)
+        self._req = sim.next_decision()
+        reward = sum(parts.values())
+        truncated = self._req is None
+        info = {
+            "reward_parts": dict(parts),
+            "finished": self._n_done,
+            "infeasible": not feasible,
+            "action_mask": self._mask,
+        }
+        return self._observe(), reward, False, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """Plans that fit the device and edge memory (for MaskablePPO)."""
+        return self._mask
+
+    @property
+    def pending_request(self) -> Request | None:
+        """The request awaiting a plan (None after the horizon)."""
+        return self._req
+
+    # --------------------------------------------------------------------- internals
+
+    def _on_finish(self, req: Request) -> None:
+        parts = self._parts
+        for k, v in req.parts.items():
+            parts[k] += v
+        self._n_done += 1
+
+    def raw_state(self) -> np.ndarray:
+        """The raw (unnormalised) feature vector for the pending request, in spec order."""
+        sim, req, raw = self.sim, self._req, self._raw
+        assert sim is not None
+        if req is None:
+            raw[:] = 0.0
+            return raw
+        now = sim.env.now
+        cfg = self.cfg
+        dev = sim.devices[req.device]
+        t0 = now - cfg.network.bandwidth_window_s
+        t0 = t0 if t0 > 0.0 else 0.0
+        if now - t0 > _MIN_WINDOW_S:
+            raw[0] = dev.uplink.bandwidth.mean_mbps(t0, now)
+            raw[1] = sim.wan_up.bandwidth.mean_mbps(t0, now)
+        else:
+            raw[0] = dev.uplink.bandwidth.mbps_at(now)
+            raw[1] = sim.wan_up.bandwidth.mbps_at(now)
+        raw[2] = dev.cpu.backlog_s(now) * 1e3
+        raw[3] = dev.uplink.backlog_s(now) * 1e3
+        raw[4] = sim.edge_queue_len()
+        raw[5] = sim.edge_workers.backlog_s(now) * 1e3
+        raw[6] = sim.edge_batch_waiting
+        raw[7] = sim.cloud_workers.waiting(now)
+        raw[8] = sim.wan_up.backlog_s(now) * 1e3
+        raw[9] = sim.cache_hit_ewma
+        raw[10] = sim.cache.fill
+        gap = dev.arrival_gap_ewma_s
+        raw[11] = 1.0 / gap if gap > 0 else 0.0
+        raw[12] = req.deadline_s * 1e3
+        budget = cfg.devices.energy_budget_j
+        raw[13] = max(0.0, 1.0 - dev.energy_used_j / budget) if budget < float("inf") else 1.0
+        raw[self._n_base :] = 0.0
+        raw[self._n_base + req.app] = 1.0
+        return raw
+
+    def raw_state_dict(self) -> dict[str, float]:
+        """The raw state by feature name (what the runtime planner takes)."""
+        return {f.name: float(v) for f, v in zip(self.features, self.raw_state(), strict=True)}
+
+    def _observe(self) -> np.ndarray:
+        return normalise(self.raw_state(), self._scales)

@@ -1,0 +1,105 @@
+"""Assemble a :class:`Simulator` for a scenario: profiles, plan catalogue, links, power.
+
+The static part (profiles, catalogue, memory mask) is built once per scenario and shared by
+every episode (:class:`ScenarioModel`); an episode only draws traces, offsets and arrivals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+
+from edgerl.envs.config import BandwidthConfig, ConfigError, ScenarioConfig, load_scenario
+from edgerl.envs.plans import ModelProfiles, Plan, build_catalogue, static_feasibility
+from edgerl.envs.sim.network import BandwidthSource, ConstantBandwidth
+from edgerl.envs.sim.simulator import Simulator, offset_source
+
+Split = Literal["train", "eval"]
+
+
+@dataclass(frozen=True)
+class ScenarioModel:
+    """Everything about a scenario that does not change between episodes."""
+
+    cfg: ScenarioConfig
+    profiles: ModelProfiles
+    plans: tuple[Plan, ...]
+    static_mask: np.ndarray  # plans that fit the memory limits
+    device_power_w: float
+    edge_batch_sizes: tuple[int, ...]
+
+    @classmethod
+    def from_config(cls, cfg: ScenarioConfig, profiles: ModelProfiles | None = None) -> ScenarioModel:
+        """Build from the shipped profiles (or ``profiles``, e.g. a user's own)."""
+        profiles = profiles if profiles is not None else ModelProfiles.load(cfg)
+        plans = tuple(build_catalogue(cfg, profiles))
+        mask = np.array(static_feasibility(cfg, plans), dtype=bool)
+        if not mask.any():
+            raise ConfigError(f"{cfg.path}: no plan fits the device and edge memory limits")
+        first = profiles.device[cfg.model.variants[0]]
+        power = cfg.devices.active_power_w
+        if power is None:
+            hw_power = first.hardware.extra.get("active_power_w")
+            if not isinstance(hw_power, int | float) or hw_power <= 0:
+                raise ConfigError(
+                    f"{cfg.path}: devices.active_power_w is not set and profile {first.path} "
+                    "has no hardware.active_power_w"
+                )
+            power = float(hw_power)
+        edge_bs = profiles.edge[cfg.model.variants[0]].batch_sizes
+        return cls(cfg, profiles, plans, mask, power, tuple(edge_bs))
+
+
+@lru_cache(maxsize=32)
+def scenario_model(name_or_path: str) -> ScenarioModel:
+    """Cached per scenario name/path (profiles are parsed once per process)."""
+    return ScenarioModel.from_config(load_scenario(name_or_path))
+
+
+def _sources(
+    bw: BandwidthConfig, n: int, split: Split, rng: np.random.Generator
+) -> list[BandwidthSource]:
+    if bw.constant_mbps is not None:
+        return [ConstantBandwidth(bw.constant_mbps * bw.scale) for _ in range(n)]
+    from edgerl.envs.traces import load_trace_set  # numpy-only module
+
+    assert bw.trace_family is not None
+    traces = load_trace_set(bw.trace_family, split)
+    out: list[BandwidthSource] = []
+    for _ in range(n):
+        tr = traces[int(rng.integers(len(traces)))]
+        out.append(offset_source(tr, float(rng.uniform(0.0, tr.duration_s)), bw.scale))
+    return out
+
+
+def build_simulator(
+    model: ScenarioModel,
+    rng: np.random.Generator,
+    split: Split = "train",
+    *,
+    record: bool = False,
+    log_events: bool = False,
+) -> Simulator:
+    """A fresh episode: traces and offsets drawn from ``rng``, then the simulator."""
+    cfg = model.cfg
+    n = cfg.devices.count
+    net = cfg.network
+    uplinks = _sources(net.uplink, n, split, rng)
+    # The downlink of a device follows the same draw discipline, independently.
+    downlinks = _sources(net.downlink, n, split, rng)
+    (wan,) = _sources(net.wan, 1, split, rng)
+    return Simulator(
+        cfg,
+        model.plans,
+        model.edge_batch_sizes,
+        rng,
+        uplinks,
+        downlinks,
+        wan,
+        model.device_power_w,
+        record=record,
+        log_events=log_events,
+    )

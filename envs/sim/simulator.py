@@ -1,0 +1,500 @@
+"""The device-edge-cloud discrete-event simulator (SimPy; no Gymnasium).
+
+A request's path (see README, "The simulator's model")::
+
+    arrival on device d
+      -> [cache policy != none] fingerprint up to the edge, lookup; a hit returns the result
+      -> device compute: units [0, c_edge) (+ exit head if it ends there)   (device CPU, FIFO)
+      -> uplink transfer of the cut tensor (raw input if c_edge == 0)       (device uplink, FIFO)
+      -> edge: dynamic batching of identical segments, units [c_edge, c_cloud)  (edge workers)
+      -> WAN transfer to the cloud, units [c_cloud, n_e) + head, WAN back     (cloud workers)
+      -> downlink transfer of the result to the device
+      -> completed; the result is admitted into the edge cache if the plan says so
+
+A request is dropped when the plan is infeasible (a documented treatment for unmasked
+agents), or when the edge or cloud queue is full on its arrival there. At every instant
+``arrived == completed + dropped + in_flight`` (pending decisions count as in flight).
+
+All randomness comes from the numpy Generator passed to the constructor; components are
+plain objects holding the SimPy environment, so many simulators can live in one process.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simpy
+
+from edgerl.envs.config import ConfigError, ScenarioConfig
+from edgerl.envs.plans import MB, Plan
+from edgerl.envs.sim.cache import ResultCache
+from edgerl.envs.sim.network import RADIO_MODELS, BandwidthSource, ConstantBandwidth, Link
+from edgerl.envs.sim.servers import FifoServer, MultiServer
+from edgerl.envs.sim.workload import AppMix, Popularity, interarrival_times
+from edgerl.profiles import interpolate_latency
+
+#: Smoothing of the cache hit-rate and arrival-rate estimates (weight of the newest sample).
+EWMA_WEIGHT = 0.05
+
+REWARD_PARTS = ("accuracy", "latency", "energy", "slo_miss", "bytes", "privacy", "drop")
+
+
+@dataclass(slots=True)
+class Request:
+    """One inference request and everything that happened to it (times in s, energy in J)."""
+
+    id: int
+    device: int
+    app: int
+    input_id: int
+    arrival_s: float
+    deadline_s: float
+    plan_index: int = -1
+    status: str = "pending"  # pending | in_flight | completed | dropped
+    drop_reason: str = ""
+    finish_s: float = float("nan")
+    t_lookup_s: float = 0.0
+    t_device_s: float = 0.0
+    t_uplink_s: float = 0.0
+    t_edge_wait_s: float = 0.0
+    t_edge_s: float = 0.0
+    t_wan_s: float = 0.0
+    t_cloud_wait_s: float = 0.0
+    t_cloud_s: float = 0.0
+    t_downlink_s: float = 0.0
+    bytes_uplink: int = 0
+    bytes_wan: int = 0
+    bytes_downlink: int = 0
+    energy_compute_j: float = 0.0
+    energy_radio_j: float = 0.0
+    cache_hit: bool = False
+    raw_input_left: bool = False
+    accuracy: float = 0.0
+    correct: bool = False
+    utility: float = 0.0
+    parts: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def latency_s(self) -> float:
+        return self.finish_s - self.arrival_s
+
+    @property
+    def energy_j(self) -> float:
+        return self.energy_compute_j + self.energy_radio_j
+
+    @property
+    def slo_met(self) -> bool:
+        return self.status == "completed" and self.latency_s <= self.deadline_s
+
+
+class _OffsetBandwidth:
+    """A bandwidth source seen from ``offset_s`` into it, scaled by ``scale``."""
+
+    __slots__ = ("_src", "offset_s", "scale")
+
+    def __init__(self, src: BandwidthSource, offset_s: float, scale: float) -> None:
+        self._src, self.offset_s, self.scale = src, offset_s, scale
+
+    def mbps_at(self, t_s: float) -> float:
+        return self._src.mbps_at(t_s + self.offset_s) * self.scale
+
+    def transfer_end_s(self, start_s: float, nbytes: float) -> float:
+        return self._src.transfer_end_s(start_s + self.offset_s, nbytes / self.scale) - self.offset_s
+
+    def mean_mbps(self, t0_s: float, t1_s: float) -> float:
+        return self._src.mean_mbps(t0_s + self.offset_s, t1_s + self.offset_s) * self.scale
+
+
+class Device:
+    __slots__ = (
+        "arrival_gap_ewma_s",
+        "cpu",
+        "downlink",
+        "energy_used_j",
+        "index",
+        "last_arrival_s",
+        "power_w",
+        "uplink",
+    )
+
+    def __init__(self, index: int, uplink: Link, downlink: Link, power_w: float) -> None:
+        self.index = index
+        self.cpu = FifoServer()
+        self.uplink = uplink
+        self.downlink = downlink
+        self.power_w = power_w
+        self.energy_used_j = 0.0
+        self.last_arrival_s = 0.0
+        self.arrival_gap_ewma_s = 0.0
+
+
+class Batcher:
+    """Dynamic batching of one edge segment (same variant, same units, same head).
+
+    A request waits until the batch has at least as many members as the smallest batch size
+    any member asked for, or until the first member's wait window expires; then up to
+    ``max_batch`` members run together with the profile's latency at that batch size.
+    """
+
+    __slots__ = ("generation", "min_target", "plan", "waiting")
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan  # any plan of this segment: the segment's latencies
+        self.waiting: list[tuple[Request, simpy.Event, float]] = []
+        self.min_target = 0
+        self.generation = 0
+
+
+class Simulator:
+    """One episode of the device-edge-cloud system.
+
+    Args:
+        cfg: the scenario.
+        plans: the plan catalogue (:func:`edgerl.envs.plans.build_catalogue`).
+        edge_batch_sizes: the edge profile's measured batch sizes (for interpolation).
+        rng: the only source of randomness.
+        uplinks / downlinks: one bandwidth source per device (traces or constants).
+        wan: the edge-cloud bandwidth source.
+        device_power_w: active compute power of the device class [W].
+        record: keep every finished :class:`Request` in ``finished`` (evaluation, tests).
+        log_events: keep an event log ``(time_s, request_id, event)`` in ``events`` (tests).
+    """
+
+    def __init__(
+        self,
+        cfg: ScenarioConfig,
+        plans: Sequence[Plan],
+        edge_batch_sizes: Sequence[int],
+        rng: np.random.Generator,
+        uplinks: Sequence[BandwidthSource],
+        downlinks: Sequence[BandwidthSource],
+        wan: BandwidthSource,
+        device_power_w: float,
+        *,
+        record: bool = False,
+        log_events: bool = False,
+    ) -> None:
+        if len(uplinks) != cfg.devices.count or len(downlinks) != cfg.devices.count:
+            raise ConfigError(f"{cfg.path}: need one uplink and downlink per device")
+        self.cfg = cfg
+        self.plans = plans
+        self.rng = rng
+        self.env = simpy.Environment()
+        self.edge_batch_sizes = tuple(edge_batch_sizes)
+        self.max_batch = max(edge_batch_sizes)
+        net = cfg.network
+        access_prop_s = net.access_rtt_ms / 2e3
+        self.devices = [
+            Device(i, Link(uplinks[i], access_prop_s), Link(downlinks[i], access_prop_s), device_power_w)
+            for i in range(cfg.devices.count)
+        ]
+        self.radio = RADIO_MODELS[cfg.devices.radio]
+        wan_prop_s = net.wan_rtt_ms / 2e3
+        self.wan_up = Link(wan, wan_prop_s)
+        self.wan_down = Link(wan, wan_prop_s)
+        self.edge_workers = MultiServer(cfg.edge.workers)
+        self.cloud_workers = MultiServer(cfg.cloud.workers)
+        self.cache = ResultCache(cfg.edge.cache_capacity)
+        self.cache_hit_ewma = 0.0
+        self.batchers: dict[tuple[str, int, int, int], Batcher] = {}
+        self.plan_batcher: list[Batcher | None] = []
+        for p in plans:
+            if not p.uses_edge_compute:
+                self.plan_batcher.append(None)
+                continue
+            key = (p.variant, p.cut_edge, p.cut_cloud, p.exit_index if p.head_tier == "edge" else -1)
+            self.plan_batcher.append(self.batchers.setdefault(key, Batcher(p)))
+        self.edge_batch_waiting = 0
+        self.popularity = Popularity(cfg.workload.catalogue_size, cfg.workload.zipf_s)
+        self.apps = AppMix([a.weight for a in cfg.workload.apps])
+        self.deadlines_s = [a.deadline_ms / 1e3 for a in cfg.workload.apps]
+        self._difficulty: dict[int, float] = {}
+        self.w = cfg.reward
+        # accounting
+        self.arrived = 0
+        self.completed = 0
+        self.dropped = 0
+        self.in_flight = 0
+        self.pending: deque[Request] = deque()
+        self.record = record
+        self.finished: list[Request] = []
+        self.events: list[tuple[float, int, str]] | None = [] if log_events else None
+        self.on_finish: list[Callable[[Request], None]] = []
+        self.truncated = False
+        self._next_id = 0
+        self._decision = self.env.event()
+        self.horizon_s = cfg.horizon_s
+        self.env.timeout(cfg.horizon_s).callbacks.append(self._on_horizon)
+        for dev in self.devices:
+            self.env.process(self._arrivals(dev))
+
+    # ------------------------------------------------------------------ decisions
+
+    def next_decision(self) -> Request | None:
+        """Run the simulation until a request awaits a plan; None at the horizon."""
+        while not self.pending:
+            if self.truncated:
+                return None
+            if self._decision.triggered:
+                # SimPy re-schedules (rather than processes) an `until` event that stopped a
+                # run, so a used decision event is replaced, never awaited twice.
+                self._decision = self.env.event()
+            self.env.run(until=self._decision)
+        return self.pending[0]
+
+    def apply(self, plan_index: int, feasible: bool = True) -> Request:
+        """Apply a plan to the oldest pending request. An infeasible plan drops it."""
+        req = self.pending.popleft()
+        req.plan_index = plan_index
+        if not feasible:
+            self._log(req, "drop:infeasible")
+            self._finish_dropped(req, "infeasible")
+            return req
+        req.status = "in_flight"
+        self.env.process(self._serve(req, self.plans[plan_index]))
+        return req
+
+    def _on_horizon(self, _event: simpy.Event) -> None:
+        self.truncated = True
+        if not self._decision.triggered:
+            self._decision.succeed()
+
+    def _arrivals(self, dev: Device) -> Any:
+        env, rng = self.env, self.rng
+        for gap in interarrival_times(self.cfg.workload.arrival, rng):
+            yield env.timeout(gap)
+            now = env.now
+            app = self.apps.draw(rng)
+            req = Request(
+                id=self._next_id,
+                device=dev.index,
+                app=app,
+                input_id=self.popularity.draw(rng),
+                arrival_s=now,
+                deadline_s=self.deadlines_s[app],
+            )
+            self._next_id += 1
+            gap_s = now - dev.last_arrival_s
+            dev.arrival_gap_ewma_s += EWMA_WEIGHT * (gap_s - dev.arrival_gap_ewma_s)
+            dev.last_arrival_s = now
+            self.arrived += 1
+            self.in_flight += 1
+            self.pending.append(req)
+            self._log(req, "arrive")
+            if not self._decision.triggered:
+                self._decision.succeed()
+
+    # ------------------------------------------------------------------ request pipeline
+
+    def _serve(self, req: Request, plan: Plan) -> Any:  # noqa: PLR0915 (one readable pipeline)
+        env, dev, net, radio = self.env, self.devices[req.device], self.cfg.network, self.radio
+        if plan.cache_policy != "none":
+            t0 = env.now
+            air_s, arrive_s = dev.uplink.send(t0, net.fingerprint_bytes)
+            req.bytes_uplink += net.fingerprint_bytes
+            req.energy_radio_j += radio.uplink_energy_j(net.fingerprint_bytes, air_s)
+            yield env.timeout(arrive_s - t0)
+            entry = self.cache.lookup(env.now, req.input_id)
+            hit = entry is not None
+            self.cache_hit_ewma += EWMA_WEIGHT * (hit - self.cache_hit_ewma)
+            air_s, arrive_s = dev.downlink.send(env.now, net.result_bytes)
+            req.bytes_downlink += net.result_bytes
+            req.energy_radio_j += radio.downlink_energy_j(net.result_bytes, air_s)
+            yield env.timeout(arrive_s - env.now)
+            req.t_lookup_s = env.now - t0
+            if entry is not None:
+                req.cache_hit = True
+                req.accuracy, req.correct = entry.accuracy, entry.correct
+                self._log(req, "cache_hit")
+                self._finish_completed(req, plan)
+                return
+            self._log(req, "cache_miss")
+        if plan.device_s > 0:
+            t0 = env.now
+            _, end_s = dev.cpu.schedule(t0, plan.device_s)
+            req.energy_compute_j += dev.power_w * plan.device_s
+            yield env.timeout(end_s - t0)
+            req.t_device_s = env.now - t0
+            self._log(req, "device_done")
+        if plan.offloads:
+            t0 = env.now
+            air_s, arrive_s = dev.uplink.send(t0, plan.uplink_bytes)
+            req.bytes_uplink += plan.uplink_bytes
+            req.raw_input_left = plan.raw_input_leaves
+            req.energy_radio_j += radio.uplink_energy_j(plan.uplink_bytes, air_s)
+            yield env.timeout(arrive_s - t0)
+            req.t_uplink_s = env.now - t0
+            self._log(req, "at_edge")
+            batcher = self.plan_batcher[plan.index]
+            if batcher is not None:
+                if self.edge_queue_len() >= self.cfg.edge.queue_capacity:
+                    self._log(req, "drop:edge_full")
+                    self._finish_dropped(req, "edge_full")
+                    return
+                t0 = env.now
+                done = env.event()
+                self._join_batch(batcher, req, done, plan.batch_size)
+                yield done
+                self._log(req, "edge_done")
+            if plan.uses_cloud:
+                t0 = env.now
+                _, arrive_s = self.wan_up.send(t0, plan.wan_bytes)
+                req.bytes_wan += plan.wan_bytes
+                yield env.timeout(arrive_s - t0)
+                req.t_wan_s += env.now - t0
+                if self.cloud_workers.waiting(env.now) >= self.cfg.cloud.queue_capacity:
+                    self._log(req, "drop:cloud_full")
+                    self._finish_dropped(req, "cloud_full")
+                    return
+                t0 = env.now
+                start_s, end_s = self.cloud_workers.schedule(t0, plan.cloud_s)
+                req.t_cloud_wait_s = start_s - t0
+                req.t_cloud_s = plan.cloud_s
+                yield env.timeout(end_s - t0)
+                t0 = env.now
+                _, arrive_s = self.wan_down.send(t0, net.result_bytes)
+                req.bytes_wan += net.result_bytes
+                yield env.timeout(arrive_s - t0)
+                req.t_wan_s += env.now - t0
+                self._log(req, "cloud_done")
+            t0 = env.now
+            air_s, arrive_s = dev.downlink.send(t0, net.result_bytes)
+            req.bytes_downlink += net.result_bytes
+            req.energy_radio_j += radio.downlink_energy_j(net.result_bytes, air_s)
+            yield env.timeout(arrive_s - t0)
+            req.t_downlink_s = env.now - t0
+        req.accuracy = plan.accuracy
+        req.correct = self._difficulty_of(req.input_id) < plan.accuracy
+        self._finish_completed(req, plan)
+        if plan.cache_policy != "none":
+            compute_s = req.t_device_s + req.t_edge_s + req.t_cloud_s
+            self.cache.admit(env.now, req.input_id, plan.cache_policy, compute_s, req.correct, req.accuracy)
+
+    def _join_batch(self, b: Batcher, req: Request, done: simpy.Event, target: int) -> None:
+        b.waiting.append((req, done, self.env.now))
+        self.edge_batch_waiting += 1
+        if len(b.waiting) == 1 or target < b.min_target:
+            b.min_target = target
+        if len(b.waiting) >= b.min_target:
+            self._dispatch(b)
+        elif len(b.waiting) == 1:
+            self._arm_timer(b)
+
+    def _arm_timer(self, b: Batcher) -> None:
+        gen = b.generation
+        timer = self.env.timeout(self.cfg.edge.max_batch_wait_ms / 1e3)
+        timer.callbacks.append(lambda _e: self._on_window(b, gen))
+
+    def _on_window(self, b: Batcher, generation: int) -> None:
+        if b.generation == generation and b.waiting:
+            self._dispatch(b)
+
+    def _dispatch(self, b: Batcher) -> None:
+        now = self.env.now
+        members, b.waiting = b.waiting[: self.max_batch], b.waiting[self.max_batch :]
+        b.generation += 1
+        self.edge_batch_waiting -= len(members)
+        n = len(members)
+        service_s = interpolate_latency(self.edge_batch_sizes, b.plan.edge_batch_ms, n) / 1e3
+        start_s, end_s = self.edge_workers.schedule(now, service_s, n)
+        finished = self.env.timeout(end_s - now)
+        for req, done, joined_s in members:
+            req.t_edge_wait_s = start_s - joined_s
+            req.t_edge_s = service_s
+            finished.callbacks.append(lambda _e, d=done: d.succeed())
+            self._log(req, f"batch:{n}")
+        if b.waiting:  # leftovers beyond max_batch form the next batch, with a fresh window
+            b.min_target = min(self.plans[r.plan_index].batch_size for r, _, _ in b.waiting)
+            if len(b.waiting) >= b.min_target:
+                self._dispatch(b)
+            else:
+                self._arm_timer(b)
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _difficulty_of(self, input_id: int) -> float:
+        """Latent difficulty u ~ U(0, 1) of an input, drawn once per episode.
+
+        A request is correct iff u < accuracy of its (variant, exit): correctness is a
+        Bernoulli(accuracy) draw per input, consistent for repeated inputs (what a cached
+        result reproduces) and nested across exits (an input a weaker exit gets right, a
+        stronger one also gets right; a simplifying assumption).
+        """
+        u = self._difficulty.get(input_id)
+        if u is None:
+            u = self._difficulty[input_id] = float(self.rng.random())
+        return u
+
+    def _finish_completed(self, req: Request, plan: Plan) -> None:
+        now = self.env.now
+        req.finish_s = now
+        req.status = "completed"
+        self.completed += 1
+        self.in_flight -= 1
+        w = self.w
+        latency_s = now - req.arrival_s
+        acc = req.accuracy if w.accuracy_mode == "expected" else float(req.correct)
+        dev = self.devices[req.device]
+        dev.energy_used_j += req.energy_j
+        parts = {
+            "accuracy": w.accuracy * acc,
+            "latency": -w.latency_per_s * latency_s,
+            "energy": -w.energy_per_j * req.energy_j,
+            "slo_miss": -w.slo_miss * (latency_s > req.deadline_s),
+            "bytes": -w.bytes_per_mb * (req.bytes_uplink + req.bytes_wan) / MB,
+            "privacy": -w.privacy * req.raw_input_left,
+            "drop": 0.0,
+        }
+        req.parts = parts
+        req.utility = sum(parts.values())
+        self._log(req, "complete")
+        self._emit(req)
+
+    def _finish_dropped(self, req: Request, reason: str) -> None:
+        req.finish_s = self.env.now
+        req.status = "dropped"
+        req.drop_reason = reason
+        self.dropped += 1
+        self.in_flight -= 1
+        self.devices[req.device].energy_used_j += req.energy_j
+        parts = dict.fromkeys(REWARD_PARTS, 0.0)
+        parts["drop"] = -self.w.drop
+        parts["energy"] = -self.w.energy_per_j * req.energy_j
+        req.parts = parts
+        req.utility = sum(parts.values())
+        self._emit(req)
+
+    def _emit(self, req: Request) -> None:
+        if self.record:
+            self.finished.append(req)
+        for cb in self.on_finish:
+            cb(req)
+
+    def _log(self, req: Request, what: str) -> None:
+        if self.events is not None:
+            self.events.append((self.env.now, req.id, what))
+
+    # ------------------------------------------------------------------ observable state
+
+    def edge_queue_len(self) -> int:
+        return self.edge_batch_waiting + self.edge_workers.waiting(self.env.now)
+
+    def check_conservation(self) -> None:
+        """Raise if a request was lost or counted twice."""
+        if self.arrived != self.completed + self.dropped + self.in_flight:
+            raise AssertionError(
+                f"request accounting broken: arrived={self.arrived} completed={self.completed} "
+                f"dropped={self.dropped} in_flight={self.in_flight}"
+            )
+
+
+def constant_links(n: int, mbps: float) -> list[BandwidthSource]:
+    return [ConstantBandwidth(mbps) for _ in range(n)]
+
+
+def offset_source(src: BandwidthSource, offset_s: float, scale: float) -> BandwidthSource:
+    return src if offset_s == 0 and scale == 1 else _OffsetBandwidth(src, offset_s, scale)
