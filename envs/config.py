@@ -311,6 +311,14 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
     raise TypeError(f"unsupported config type {tp!r} at {where}")
 
 
+def _suggest(key: str, allowed: list[str]) -> str:
+    """A hint for a mistyped key: same stem with another unit suffix, else the closest name."""
+    stem = key.rsplit("_", 1)[0]
+    same_stem = [a for a in allowed if a.rsplit("_", 1)[0] == stem or a.startswith(stem + "_")]
+    close = same_stem or difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 def decode_dataclass(cls: type[T], data: Any, where: str) -> T:
     """Build dataclass ``cls`` from a mapping; reject unknown and missing keys."""
     if not isinstance(data, Mapping):
@@ -319,8 +327,7 @@ def decode_dataclass(cls: type[T], data: Any, where: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}  # type: ignore[arg-type]
     for key in data:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            hint = _suggest(str(key), list(fields))
             raise ConfigError(
                 f"{where}.{key}: unknown key{hint} (allowed: {', '.join(sorted(fields))})"
             )

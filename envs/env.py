@@ -156,7 +156,7 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
         )
         self.sim.on_finish.append(self._on_finish)
         self._req = self.sim.next_decision()
-        return self._observe(), {"action_mask": self._mask}
+        return self._observe(), {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         sim = self.sim
@@ -178,7 +178,6 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
             "reward_parts": dict(parts),
             "finished": self._n_done,
             "infeasible": not feasible,
-            "action_mask": self._mask,
         }
         return self._observe(), reward, False, truncated, info
 

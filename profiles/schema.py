@@ -413,11 +413,22 @@ def iter_profile_files(root: Path = DATA_DIR) -> list[Path]:
     return sorted(root.glob("*/*/*.json"))
 
 
+def _check_location(prof: LayerProfile, path: Path) -> LayerProfile:
+    """A shipped file must sit at data/<model>/<variant>/<hardware>.json of what it declares."""
+    where = (path.parent.parent.name, path.parent.name, path.stem)
+    if where != prof.key:
+        raise ProfileError(
+            f"{path}: declares model/variant/hardware {'/'.join(prof.key)} but is stored as "
+            f"{'/'.join(where)}"
+        )
+    return prof
+
+
 def load_all(root: Path = DATA_DIR) -> dict[tuple[str, str, str], LayerProfile]:
     """Load every shipped profile, keyed by (model, variant, hardware)."""
     out: dict[tuple[str, str, str], LayerProfile] = {}
     for f in iter_profile_files(root):
-        prof = load_profile(f)
+        prof = _check_location(load_profile(f), f)
         if prof.key in out:
             raise ProfileError(f"{f}: duplicate profile for {prof.key} (also {out[prof.key].path})")
         out[prof.key] = prof
@@ -432,4 +443,4 @@ def find_profile(model: str, variant: str, hardware: str, root: Path = DATA_DIR)
             f"no profile for model={model!r} variant={variant!r} hardware={hardware!r} (looked for {p}); "
             f"available: {', '.join(have) or 'none'}"
         )
-    return load_profile(p)
+    return _check_location(load_profile(p), p)
