@@ -319,3 +319,34 @@ def test_two_simulators_coexist():
         a.apply(0)
         b.apply(0)
     assert b.next_decision() is None
+
+
+def test_predict_outcome_matches_a_lone_request(toy):
+    """Without contention the what-if prediction equals what the simulation then does."""
+    for p in toy.plans:
+        sim = build_simulator(toy, np.random.default_rng(0), record=True)
+        req = sim.next_decision()
+        assert req is not None
+        predicted = sim.predict_outcome(req, p)
+        sim.apply(p.index)
+        sim.env.run(until=sim.env.now + 5.0)
+        done = next(r for r in sim.finished if r.id == req.id)
+        assert predicted.latency_s == pytest.approx(done.latency_s, rel=1e-9), p.name
+        assert predicted.energy_j == pytest.approx(done.energy_j, rel=1e-9)
+        assert predicted.utility == pytest.approx(done.utility, rel=1e-9)
+
+
+def test_predict_outcome_sees_queues_and_future_bandwidth():
+    model = toy_model({"workload.arrival": {"process": "trace", "trace_file": _gap_file(0.001)}})
+    local = next(p for p in model.plans if p.cut_edge == p.n_units and p.exit_index == 1)
+    sim = build_simulator(model, np.random.default_rng(0), record=True)
+    sim.next_decision()
+    sim.apply(local.index)  # occupies the device CPU for 24.5 ms
+    req = sim.next_decision()
+    assert req is not None
+    out = sim.predict_outcome(req, local)
+    sim.apply(local.index)
+    sim.env.run(until=sim.env.now + 1.0)
+    done = next(r for r in sim.finished if r.id == req.id)
+    assert out.latency_s == pytest.approx(done.latency_s)
+    assert out.latency_s > local.device_s + 0.02  # noqa: PLR2004 (waited ~23.5 ms for the CPU)

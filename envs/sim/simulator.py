@@ -91,6 +91,19 @@ class Request:
         return self.status == "completed" and self.latency_s <= self.deadline_s
 
 
+@dataclass(frozen=True, slots=True)
+class PlanOutcome:
+    """A predicted outcome (:meth:`Simulator.predict_outcome`)."""
+
+    latency_s: float
+    energy_j: float
+    bytes_sent: int
+    accuracy: float
+    raw_input_left: bool
+    drop_reason: str
+    utility: float
+
+
 class _OffsetBandwidth:
     """A bandwidth source seen from ``offset_s`` into it, scaled by ``scale``."""
 
@@ -477,6 +490,96 @@ class Simulator:
     def _log(self, req: Request, what: str) -> None:
         if self.events is not None:
             self.events.append((self.env.now, req.id, what))
+
+    # ------------------------------------------------------------------ what-if
+
+    def predict_outcome(self, req: Request, plan: Plan) -> PlanOutcome:
+        """The outcome of giving ``plan`` to ``req`` now, without changing any state.
+
+        It replays the pipeline on copies of the FIFO horizons (device CPU, links, workers)
+        using the *true* bandwidth of the traces over the request's future: the clairvoyant
+        oracle's view. Later arrivals cannot overtake a FIFO queue, so the prediction is exact
+        except at the edge, where a batch may grow with requests that arrive later (the
+        prediction assumes none does, and that waiting members stay until their window ends)
+        and where later dispatches of other segments share the workers.
+        """
+        net, w, dev = self.cfg.network, self.w, self.devices[req.device]
+        now = self.env.now
+        up_busy, down_busy = dev.uplink.busy_until_s, dev.downlink.busy_until_s
+        up_bw, down_bw, prop = dev.uplink.bandwidth, dev.downlink.bandwidth, dev.uplink.prop_s
+        energy_j, bytes_up, t = 0.0, 0, now
+        accuracy = plan.accuracy
+
+        def send(busy: float, bw: BandwidthSource, at: float, nbytes: int) -> tuple[float, float]:
+            start = at if at > busy else busy
+            end = bw.transfer_end_s(start, nbytes)
+            return end, end - start  # new busy-until, time on air
+
+        if plan.cache_policy != "none":
+            up_busy, air = send(up_busy, up_bw, t, net.fingerprint_bytes)
+            energy_j += self.radio.uplink_energy_j(net.fingerprint_bytes, air)
+            bytes_up += net.fingerprint_bytes
+            entry = self.cache.entries.get(req.input_id)
+            down_busy, air = send(down_busy, down_bw, up_busy + prop, net.result_bytes)
+            energy_j += self.radio.downlink_energy_j(net.result_bytes, air)
+            t = down_busy + prop
+            if entry is not None:
+                return self._outcome(req, t, energy_j, bytes_up, 0, entry.accuracy, False, "")
+        if plan.device_s > 0:
+            busy = dev.cpu.busy_until_s
+            t = (t if t > busy else busy) + plan.device_s
+            energy_j += dev.power_w * plan.device_s
+        wan_bytes = 0
+        if plan.offloads:
+            up_busy, air = send(up_busy, up_bw, t, plan.uplink_bytes)
+            energy_j += self.radio.uplink_energy_j(plan.uplink_bytes, air)
+            bytes_up += plan.uplink_bytes
+            t = up_busy + prop
+            batcher = self.plan_batcher[plan.index]
+            if batcher is not None:
+                if self.edge_queue_len() >= self.cfg.edge.queue_capacity:
+                    return self._outcome(req, t, energy_j, bytes_up, 0, 0.0, False, "edge_full")
+                window_s = self.cfg.edge.max_batch_wait_ms / 1e3
+                waiting = [j for _, _, j in batcher.waiting if j + window_s > t]
+                n = min(len(waiting) + 1, self.max_batch)
+                target = min([plan.batch_size, batcher.min_target] if waiting else [plan.batch_size])
+                dispatch = t if n >= target else (waiting[0] if waiting else t) + window_s
+                free = self.edge_workers._free_s[0]
+                start = dispatch if dispatch > free else free
+                t = start + interpolate_latency(self.edge_batch_sizes, plan.edge_batch_ms, n) / 1e3
+            if plan.uses_cloud:
+                wan_busy, _ = send(self.wan_up.busy_until_s, self.wan_up.bandwidth, t, plan.wan_bytes)
+                t = wan_busy + self.wan_up.prop_s
+                if self.cloud_workers.waiting(now) >= self.cfg.cloud.queue_capacity:
+                    return self._outcome(req, t, energy_j, bytes_up, plan.wan_bytes, 0.0, False, "cloud_full")
+                free = self.cloud_workers._free_s[0]
+                t = (t if t > free else free) + plan.cloud_s
+                wan_busy, _ = send(self.wan_down.busy_until_s, self.wan_down.bandwidth, t, net.result_bytes)
+                t = wan_busy + self.wan_down.prop_s
+                wan_bytes = plan.wan_bytes + net.result_bytes
+            down_busy, air = send(down_busy, down_bw, t, net.result_bytes)
+            energy_j += self.radio.downlink_energy_j(net.result_bytes, air)
+            t = down_busy + prop
+        return self._outcome(
+            req, t, energy_j, bytes_up, wan_bytes, accuracy, plan.raw_input_leaves, ""
+        )
+
+    def _outcome(
+        self, req: Request, finish_s: float, energy_j: float, bytes_up: int, bytes_wan: int,
+        accuracy: float, raw_left: bool, drop_reason: str,
+    ) -> PlanOutcome:
+        w = self.w
+        latency_s = finish_s - req.arrival_s
+        if drop_reason:
+            utility = -w.drop - w.energy_per_j * energy_j
+        else:
+            utility = (
+                w.accuracy * accuracy - w.latency_per_s * latency_s - w.energy_per_j * energy_j
+                - w.slo_miss * (latency_s > req.deadline_s)
+                - w.bytes_per_mb * (bytes_up + bytes_wan) / MB - w.privacy * raw_left
+            )
+        return PlanOutcome(latency_s, energy_j, bytes_up + bytes_wan, accuracy, raw_left,
+                           drop_reason, utility)
 
     # ------------------------------------------------------------------ observable state
 
