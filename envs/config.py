@@ -24,6 +24,7 @@ import yaml
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
+MMPP_MIN_STATES = 2  # a Markov-modulated process needs at least two rates to modulate
 CachePolicyName = Literal["none", "lru", "lfu", "cost"]
 RadioName = Literal["lte", "3g", "wifi"]
 
@@ -46,6 +47,7 @@ class BandwidthConfig:
 
     constant_mbps: float | None = None
     trace_family: str | None = None
+    direction: Literal["up", "down"] | None = None  # which traces of the family (None: all)
     scale: float = 1.0  # multiplies every trace sample (1.0 = the trace as measured)
 
     def validate(self, where: str) -> None:
@@ -119,7 +121,9 @@ class ArrivalConfig:
             if self.rate_per_s is None or self.rate_per_s <= 0:
                 raise ConfigError(f"{where}.rate_per_s: poisson needs a rate > 0")
         elif self.process == "mmpp":
-            if len(self.rates_per_s) < 2 or len(self.rates_per_s) != len(self.mean_sojourn_s):
+            if len(self.rates_per_s) < MMPP_MIN_STATES or len(self.rates_per_s) != len(
+                self.mean_sojourn_s
+            ):
                 raise ConfigError(
                     f"{where}: mmpp needs >= 2 'rates_per_s' and as many 'mean_sojourn_s'"
                 )
@@ -286,7 +290,8 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return {
-            _decode(key_tp, k, f"{where}"): _decode(val_tp, v, f"{where}.{k}") for k, v in value.items()
+            _decode(key_tp, k, f"{where}"): _decode(val_tp, v, f"{where}.{k}")
+            for k, v in value.items()
         }
     if dataclasses.is_dataclass(tp):
         return decode_dataclass(typing.cast(type, tp), value, where)

@@ -6,8 +6,6 @@ from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
-
 from edgerl.envs.config import ScenarioConfig
 from edgerl.envs.observation import (
     OBS_CLIP,
@@ -18,6 +16,7 @@ from edgerl.envs.observation import (
 )
 from edgerl.envs.sim.build import ScenarioModel, build_simulator, scenario_model
 from edgerl.envs.sim.simulator import REWARD_PARTS, Request, Simulator
+from gymnasium import spaces
 
 #: Below this window the bandwidth estimate is the instantaneous value [s].
 _MIN_WINDOW_S = 1e-9
@@ -132,15 +131,19 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
             cfg.cloud.queue_capacity,
             max(a.deadline_ms for a in cfg.workload.apps),
         )
-        self._scales = feature_scales(self.features)
+        self._inv_scales = 1.0 / feature_scales(self.features)
         self._n_base = len(self.features) - len(cfg.workload.apps)
         self.action_space = spaces.Discrete(len(self.plans))
         self.observation_space = spaces.Box(
             0.0, OBS_CLIP, shape=(len(self.features),), dtype=np.float32
         )
         self._mask = self.model.static_mask
-        self._raw = np.zeros(len(self.features), dtype=np.float64)
-        self._parts = dict.fromkeys(REWARD_PARTS, 0.0)
+        self._zero_parts = [0.0] * len(REWARD_PARTS)
+        self._app_onehot = [
+            [1.0 if i == j else 0.0 for j in range(len(cfg.workload.apps))]
+            for i in range(len(cfg.workload.apps))
+        ]
+        self._parts = [0.0] * len(REWARD_PARTS)
         self._n_done = 0
         self.sim: Simulator | None = None
         self._req: Request | None = None
@@ -164,18 +167,19 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
             raise RuntimeError("call reset() before step() (and again after the episode ended)")
         a = int(action)
         if not 0 <= a < len(self.plans) or a != action:
-            raise ValueError(f"invalid action {action!r}: expected an integer in [0, {len(self.plans)})")
+            raise ValueError(
+                f"invalid action {action!r}: expected an integer in [0, {len(self.plans)})"
+            )
         parts = self._parts
-        for k in parts:
-            parts[k] = 0.0
+        parts[:] = self._zero_parts
         self._n_done = 0
         feasible = bool(self._mask[a])
         sim.apply(a, feasible)
         self._req = sim.next_decision()
-        reward = sum(parts.values())
+        reward = sum(parts)
         truncated = self._req is None
         info = {
-            "reward_parts": dict(parts),
+            "reward_parts": dict(zip(REWARD_PARTS, parts, strict=True)),
             "finished": self._n_done,
             "infeasible": not feasible,
         }
@@ -194,49 +198,55 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
 
     def _on_finish(self, req: Request) -> None:
         parts = self._parts
-        for k, v in req.parts.items():
-            parts[k] += v
+        for i, v in enumerate(req.parts):
+            parts[i] += v
         self._n_done += 1
 
     def raw_state(self) -> np.ndarray:
         """The raw (unnormalised) feature vector for the pending request, in spec order."""
-        sim, req, raw = self.sim, self._req, self._raw
+        return np.array(self._raw_list(), dtype=np.float64)
+
+    def _raw_list(self) -> list[float]:
+        sim, req = self.sim, self._req
         assert sim is not None
         if req is None:
-            raw[:] = 0.0
-            return raw
+            return [0.0] * len(self.features)
         now = sim.env.now
         cfg = self.cfg
         dev = sim.devices[req.device]
         t0 = now - cfg.network.bandwidth_window_s
         t0 = t0 if t0 > 0.0 else 0.0
         if now - t0 > _MIN_WINDOW_S:
-            raw[0] = dev.uplink.bandwidth.mean_mbps(t0, now)
-            raw[1] = sim.wan_up.bandwidth.mean_mbps(t0, now)
+            uplink_mbps = dev.uplink.bandwidth.mean_mbps(t0, now)
+            wan_mbps = sim.wan_up.bandwidth.mean_mbps(t0, now)
         else:
-            raw[0] = dev.uplink.bandwidth.mbps_at(now)
-            raw[1] = sim.wan_up.bandwidth.mbps_at(now)
-        raw[2] = dev.cpu.backlog_s(now) * 1e3
-        raw[3] = dev.uplink.backlog_s(now) * 1e3
-        raw[4] = sim.edge_queue_len()
-        raw[5] = sim.edge_workers.backlog_s(now) * 1e3
-        raw[6] = sim.edge_batch_waiting
-        raw[7] = sim.cloud_workers.waiting(now)
-        raw[8] = sim.wan_up.backlog_s(now) * 1e3
-        raw[9] = sim.cache_hit_ewma
-        raw[10] = sim.cache.fill
+            uplink_mbps = dev.uplink.bandwidth.mbps_at(now)
+            wan_mbps = sim.wan_up.bandwidth.mbps_at(now)
         gap = dev.arrival_gap_ewma_s
-        raw[11] = 1.0 / gap if gap > 0 else 0.0
-        raw[12] = req.deadline_s * 1e3
         budget = cfg.devices.energy_budget_j
-        raw[13] = max(0.0, 1.0 - dev.energy_used_j / budget) if budget < float("inf") else 1.0
-        raw[self._n_base :] = 0.0
-        raw[self._n_base + req.app] = 1.0
-        return raw
+        energy_left = max(0.0, 1.0 - dev.energy_used_j / budget) if budget < float("inf") else 1.0
+        edge_workers_waiting = sim.edge_workers.waiting(now)
+        return [
+            uplink_mbps,
+            wan_mbps,
+            dev.cpu.backlog_s(now) * 1e3,
+            dev.uplink.backlog_s(now) * 1e3,
+            sim.edge_batch_waiting + edge_workers_waiting,
+            sim.edge_workers.backlog_s(now) * 1e3,
+            sim.edge_batch_waiting,
+            sim.cloud_workers.waiting(now),
+            sim.wan_up.backlog_s(now) * 1e3,
+            sim.cache_hit_ewma,
+            sim.cache.fill,
+            1.0 / gap if gap > 0 else 0.0,
+            req.deadline_s * 1e3,
+            energy_left,
+            *self._app_onehot[req.app],
+        ]
 
     def raw_state_dict(self) -> dict[str, float]:
         """The raw state by feature name (what the runtime planner takes)."""
-        return {f.name: float(v) for f, v in zip(self.features, self.raw_state(), strict=True)}
+        return {f.name: float(v) for f, v in zip(self.features, self._raw_list(), strict=True)}
 
     def _observe(self) -> np.ndarray:
-        return normalise(self.raw_state(), self._scales)
+        return normalise(np.array(self._raw_list(), dtype=np.float64), self._inv_scales)

@@ -32,34 +32,61 @@ class Feature:
 
 
 def observation_features(
-    app_names: Sequence[str], edge_queue_capacity: int, cloud_queue_capacity: int,
+    app_names: Sequence[str],
+    edge_queue_capacity: int,
+    cloud_queue_capacity: int,
     max_deadline_ms: float,
 ) -> list[Feature]:
     """The features of a scenario, in observation order."""
     feats = [
-        Feature("uplink_mbps", "Mbit/s", BANDWIDTH_SCALE_MBPS,
-                "device's uplink bandwidth, mean over the past bandwidth_window_s"),
-        Feature("wan_mbps", "Mbit/s", WAN_SCALE_MBPS,
-                "edge-cloud bandwidth, mean over the past bandwidth_window_s"),
+        Feature(
+            "uplink_mbps",
+            "Mbit/s",
+            BANDWIDTH_SCALE_MBPS,
+            "device's uplink bandwidth, mean over the past bandwidth_window_s",
+        ),
+        Feature(
+            "wan_mbps",
+            "Mbit/s",
+            WAN_SCALE_MBPS,
+            "edge-cloud bandwidth, mean over the past bandwidth_window_s",
+        ),
         Feature("device_backlog_ms", "ms", BACKLOG_SCALE_MS, "work queued on the device CPU"),
         Feature("uplink_backlog_ms", "ms", BACKLOG_SCALE_MS, "transfers queued on the uplink"),
-        Feature("edge_queue_len", "requests", float(edge_queue_capacity),
-                "requests waiting at the edge (batching + worker queue)"),
+        Feature(
+            "edge_queue_len",
+            "requests",
+            float(edge_queue_capacity),
+            "requests waiting at the edge (batching + worker queue)",
+        ),
         Feature("edge_backlog_ms", "ms", BACKLOG_SCALE_MS, "time until an edge worker is free"),
-        Feature("edge_batch_waiting", "requests", float(edge_queue_capacity),
-                "requests waiting in batchers"),
-        Feature("cloud_queue_len", "requests", float(cloud_queue_capacity),
-                "requests waiting for a cloud worker"),
+        Feature(
+            "edge_batch_waiting",
+            "requests",
+            float(edge_queue_capacity),
+            "requests waiting in batchers",
+        ),
+        Feature(
+            "cloud_queue_len",
+            "requests",
+            float(cloud_queue_capacity),
+            "requests waiting for a cloud worker",
+        ),
         Feature("wan_backlog_ms", "ms", BACKLOG_SCALE_MS, "transfers queued on the WAN uplink"),
         Feature("cache_hit_rate", "fraction", 1.0, "recent edge cache hit rate (EWMA)"),
         Feature("cache_fill", "fraction", 1.0, "edge cache occupancy"),
-        Feature("arrival_rate_per_s", "1/s", RATE_SCALE_PER_S,
-                "this device's recent request rate (EWMA of inter-arrival gaps)"),
+        Feature(
+            "arrival_rate_per_s",
+            "1/s",
+            RATE_SCALE_PER_S,
+            "this device's recent request rate (EWMA of inter-arrival gaps)",
+        ),
         Feature("deadline_ms", "ms", max_deadline_ms, "this request's deadline"),
         Feature("energy_left", "fraction", 1.0, "device energy budget left this episode"),
     ]
-    feats += [Feature(f"app_{a}", "indicator", 1.0, f"request is of application {a!r}")
-              for a in app_names]
+    feats += [
+        Feature(f"app_{a}", "indicator", 1.0, f"request is of application {a!r}") for a in app_names
+    ]
     return feats
 
 
@@ -67,12 +94,15 @@ def feature_scales(features: Sequence[Feature]) -> np.ndarray:
     return np.array([f.scale for f in features], dtype=np.float64)
 
 
-def normalise(raw: np.ndarray, scales: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """raw / scale, clipped to [0, OBS_CLIP], as float32."""
-    if out is None:
-        out = np.empty(raw.shape, dtype=np.float32)
-    np.clip(raw / scales, 0.0, OBS_CLIP, out=out, casting="unsafe")
-    return out
+def normalise(raw: np.ndarray, inv_scales: np.ndarray) -> np.ndarray:
+    """raw * (1 / scale), clipped to [0, OBS_CLIP], as a new float32 array.
+
+    (Two ufuncs instead of ``np.clip``, which costs several times more on short vectors.)
+    """
+    x = raw * inv_scales
+    np.maximum(x, 0.0, out=x)
+    np.minimum(x, OBS_CLIP, out=x)
+    return x.astype(np.float32)
 
 
 class ObservationError(ValueError):
@@ -104,5 +134,7 @@ def spec_to_json(features: Sequence[Feature]) -> list[dict[str, Any]]:
 
 
 def spec_from_json(items: Sequence[Mapping[str, Any]]) -> list[Feature]:
-    return [Feature(str(d["name"]), str(d["unit"]), float(d["scale"]), str(d["description"]))
-            for d in items]
+    return [
+        Feature(str(d["name"]), str(d["unit"]), float(d["scale"]), str(d["description"]))
+        for d in items
+    ]

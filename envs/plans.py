@@ -202,9 +202,7 @@ def build_catalogue(cfg: ScenarioConfig, profiles: ModelProfiles) -> list[Plan]:
             cuts = sorted({c for c in (menu.cut_units or range(n_e + 1)) if 0 <= c < n_e} | {n_e})
             for c_edge in cuts:
                 for c_cloud in (c for c in cuts if c >= c_edge):
-                    head_tier = (
-                        "cloud" if c_cloud < n_e else "edge" if c_edge < n_e else "device"
-                    )
+                    head_tier = "cloud" if c_cloud < n_e else "edge" if c_edge < n_e else "device"
                     dev_head = e if head_tier == "device" else None
                     edge_head = e if head_tier == "edge" else None
                     cloud_head = e if head_tier == "cloud" else None
@@ -229,7 +227,9 @@ def build_catalogue(cfg: ScenarioConfig, profiles: ModelProfiles) -> list[Plan]:
                                     cloud_s=_sum_ms(cloud, c_cloud, n_e, cloud_head, 0) / 1e3,
                                     uplink_bytes=_cut_bytes(dev, c_edge) if c_edge < n_e else 0,
                                     wan_bytes=_cut_bytes(dev, c_cloud) if c_cloud < n_e else 0,
-                                    device_memory_bytes=_segment_memory(dev, 0, c_edge, dev_head, 1),
+                                    device_memory_bytes=_segment_memory(
+                                        dev, 0, c_edge, dev_head, 1
+                                    ),
                                     edge_memory_bytes=_segment_memory(
                                         edge, c_edge, c_cloud, edge_head, b
                                     ),
@@ -253,6 +253,8 @@ def static_feasibility(cfg: ScenarioConfig, plans: Sequence[Plan]) -> list[bool]
     dev_cap = cfg.devices.memory_mb * MB
     edge_cap = cfg.edge.memory_mb * MB
     return [
-        p.device_memory_bytes <= dev_cap and p.edge_memory_bytes <= edge_cap and math.isfinite(p.accuracy)
+        p.device_memory_bytes <= dev_cap
+        and p.edge_memory_bytes <= edge_cap
+        and math.isfinite(p.accuracy)
         for p in plans
     ]

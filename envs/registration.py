@@ -9,7 +9,6 @@ planner) never import Gymnasium.
 from __future__ import annotations
 
 import gymnasium as gym
-
 from edgerl.envs.config import list_scenarios
 
 ENTRY_POINT = "edgerl.envs.env:CollabInferenceEnv"

@@ -13,7 +13,17 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-# ---- subcommands (each helper module registers its commands on `app`) ----------------------
+#: `edgerl bench <what>`: benchmarks register here (`@bench_app.command("env")`); each prints
+#: ratios measured side by side in one run and writes JSON.
+bench_app = typer.Typer(
+    help="Benchmarks (print side-by-side ratios, write JSON).", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
+
+# ---- subcommands (each module registers its commands on `app` or `bench_app`) -------------
+import edgerl.experiments.cmd_env  # noqa: E402
+import edgerl.experiments.cmd_fit  # noqa: E402
+import edgerl.experiments.cmd_profiles  # noqa: E402, F401
 
 
 def main() -> None:

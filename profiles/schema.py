@@ -234,7 +234,9 @@ class _Reader:
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
             raise self.fail(name, f"expected a finite number, got {v!r}")
         if v < 0 or (positive and v == 0):
-            raise self.fail(name, f"expected a {'positive' if positive else 'non-negative'} number, got {v!r}")
+            raise self.fail(
+                name, f"expected a {'positive' if positive else 'non-negative'} number, got {v!r}"
+            )
         return float(v)
 
     def integer(
@@ -245,13 +247,19 @@ class _Reader:
         if isinstance(v, bool) or not isinstance(v, int):
             raise self.fail(name, f"expected an integer, got {v!r}")
         if v < 0 or (positive and v == 0):
-            raise self.fail(name, f"expected a {'positive' if positive else 'non-negative'} integer, got {v!r}")
+            raise self.fail(
+                name, f"expected a {'positive' if positive else 'non-negative'} integer, got {v!r}"
+            )
         return v
 
-    def int_list(self, obj: Mapping[str, Any], key: str, where: str, n: int | None = None) -> tuple[int, ...]:
+    def int_list(
+        self, obj: Mapping[str, Any], key: str, where: str, n: int | None = None
+    ) -> tuple[int, ...]:
         v = self.get(obj, key, where)
         name = f"{where}.{key}".lstrip(".")
-        if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
+        if not isinstance(v, list) or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v
+        ):
             raise self.fail(name, f"expected a list of positive integers, got {v!r}")
         if n is not None and len(v) != n:
             raise self.fail(name, f"expected {n} entries (one per batch size), got {len(v)}")
@@ -263,14 +271,21 @@ class _Reader:
         if not isinstance(v, list) or len(v) != n:
             raise self.fail(name, f"expected a list of {n} numbers (one per batch size), got {v!r}")
         for x in v:
-            if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) or x <= 0:
+            if (
+                isinstance(x, bool)
+                or not isinstance(x, int | float)
+                or not math.isfinite(x)
+                or x <= 0
+            ):
                 raise self.fail(name, f"expected positive finite numbers, got {x!r}")
         return tuple(float(x) for x in v)
 
     def mapping(self, obj: Mapping[str, Any], key: str, where: str = "") -> Mapping[str, Any]:
         v = self.get(obj, key, where)
         if not isinstance(v, Mapping):
-            raise self.fail(f"{where}.{key}".lstrip("."), f"expected an object, got {type(v).__name__}")
+            raise self.fail(
+                f"{where}.{key}".lstrip("."), f"expected an object, got {type(v).__name__}"
+            )
         return v
 
 
@@ -295,7 +310,8 @@ def profile_from_dict(data: Any, path: str = "<memory>") -> LayerProfile:
     version = r.get(data, "schema_version", "")
     if version != SCHEMA_VERSION:
         raise r.fail(
-            "schema_version", f"unsupported version {version!r}; this edgerl reads version {SCHEMA_VERSION}"
+            "schema_version",
+            f"unsupported version {version!r}; this edgerl reads version {SCHEMA_VERSION}",
         )
     if data.get("kind") != PROFILE_KIND:
         raise r.fail("kind", f"expected {PROFILE_KIND!r}, got {data.get('kind')!r}")
@@ -312,7 +328,9 @@ def profile_from_dict(data: Any, path: str = "<memory>") -> LayerProfile:
         device_class=r.string(hw, "device_class", "hardware"),
         derived=derived,
         source=r.string(hw, "source", "hardware"),
-        extra={k: v for k, v in hw.items() if k not in {"name", "device_class", "derived", "source"}},
+        extra={
+            k: v for k, v in hw.items() if k not in {"name", "device_class", "derived", "source"}
+        },
     )
     inp = r.mapping(data, "input")
     raw_units = r.get(data, "units", "")
@@ -340,7 +358,9 @@ def profile_from_dict(data: Any, path: str = "<memory>") -> LayerProfile:
         w = f"exits[{i}]"
         after = r.integer(x, "after_unit", w)
         if after >= len(units):
-            raise r.fail(f"{w}.after_unit", f"{after} is past the last unit (index {len(units) - 1})")
+            raise r.fail(
+                f"{w}.after_unit", f"{after} is past the last unit (index {len(units) - 1})"
+            )
         acc = r.get(x, "accuracy", w)
         if acc is not None and (
             isinstance(acc, bool) or not isinstance(acc, int | float) or not 0.0 <= acc <= 1.0
@@ -405,7 +425,7 @@ def save_profile(profile: LayerProfile | Mapping[str, Any], path: str | Path) ->
 
 
 def profile_path(model: str, variant: str, hardware: str, root: Path = DATA_DIR) -> Path:
-    """Where the profile of (model, variant, hardware) lives: ``data/<model>/<variant>/<hardware>.json``."""
+    """Where a profile lives: ``data/<model>/<variant>/<hardware>.json``."""
     return root / model / variant / f"{hardware}.json"
 
 
@@ -438,9 +458,11 @@ def load_all(root: Path = DATA_DIR) -> dict[tuple[str, str, str], LayerProfile]:
 def find_profile(model: str, variant: str, hardware: str, root: Path = DATA_DIR) -> LayerProfile:
     p = profile_path(model, variant, hardware, root)
     if not p.exists():
-        have = sorted({f"{f.parent.parent.name}/{f.parent.name}/{f.stem}" for f in iter_profile_files(root)})
+        have = sorted(
+            {f"{f.parent.parent.name}/{f.parent.name}/{f.stem}" for f in iter_profile_files(root)}
+        )
         raise ProfileError(
-            f"no profile for model={model!r} variant={variant!r} hardware={hardware!r} (looked for {p}); "
-            f"available: {', '.join(have) or 'none'}"
+            f"no profile for model={model!r} variant={variant!r} hardware={hardware!r} "
+            f"(looked for {p}); available: {', '.join(have) or 'none'}"
         )
     return _check_location(load_profile(p), p)

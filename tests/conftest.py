@@ -10,7 +10,6 @@ import copy
 from typing import Any
 
 import pytest
-
 from edgerl.envs.config import scenario_from_dict
 from edgerl.envs.plans import ModelProfiles
 from edgerl.envs.sim.build import ScenarioModel
@@ -44,24 +43,51 @@ def synthetic_profile(
         "family": "toy",
         "variant": variant,
         "variant_info": {"precision": "int8" if variant == "int8" else "fp32"},
-        "hardware": {"name": hardware, "device_class": "test", "derived": False,
-                     "source": "synthetic test input", "active_power_w": 2.0},
+        "hardware": {
+            "name": hardware,
+            "device_class": "test",
+            "derived": False,
+            "source": "synthetic test input",
+            "active_power_w": 2.0,
+        },
         "provenance": {"note": "synthetic, tests only"},
-        "input": {"shape": [3, 224, 224], "raw_bytes": input_raw_bytes, "tensor_bytes": 4 * input_raw_bytes},
+        "input": {
+            "shape": [3, 224, 224],
+            "raw_bytes": input_raw_bytes,
+            "tensor_bytes": 4 * input_raw_bytes,
+        },
         "batch_sizes": BATCH_SIZES,
         "timing": {"warmup_runs": 0},
         "units": [
-            {"name": f"u{i}", "layer_type": "conv", "flops": 1e6, "params_bytes": params_bytes,
-             "peak_activation_bytes": 2 * ob, "latency_ms_median": lat(ms), "latency_ms_p95": lat(ms),
-             "runs": [10] * 5, "output_shape": [ob // 4], "output_bytes_fp32": ob,
-             "output_bytes_int8": max(1, ob // 4)}
+            {
+                "name": f"u{i}",
+                "layer_type": "conv",
+                "flops": 1e6,
+                "params_bytes": params_bytes,
+                "peak_activation_bytes": 2 * ob,
+                "latency_ms_median": lat(ms),
+                "latency_ms_p95": lat(ms),
+                "runs": [10] * 5,
+                "output_shape": [ob // 4],
+                "output_bytes_fp32": ob,
+                "output_bytes_int8": max(1, ob // 4),
+            }
             for i, (ms, ob) in enumerate(zip(unit_ms, out_bytes, strict=True))
         ],
         "exits": [
-            {"name": f"exit{i}", "layer_type": "head", "flops": 1e3, "params_bytes": 100,
-             "peak_activation_bytes": 100, "latency_ms_median": lat(head_ms),
-             "latency_ms_p95": lat(head_ms), "runs": [10] * 5, "after_unit": a,
-             "accuracy": acc[i], "accuracy_source": "synthetic test input"}
+            {
+                "name": f"exit{i}",
+                "layer_type": "head",
+                "flops": 1e3,
+                "params_bytes": 100,
+                "peak_activation_bytes": 100,
+                "latency_ms_median": lat(head_ms),
+                "latency_ms_p95": lat(head_ms),
+                "runs": [10] * 5,
+                "after_unit": a,
+                "accuracy": acc[i],
+                "accuracy_source": "synthetic test input",
+            }
             for i, a in enumerate(exits_after)
         ],
     }
@@ -74,13 +100,26 @@ TOY_SCENARIO: dict[str, Any] = {
     "horizon_s": 100.0,
     "model": {"name": "toy", "variants": ["fp32"]},
     "devices": {"count": 1, "hardware": "dev", "memory_mb": 1000.0, "radio": "lte"},
-    "edge": {"hardware": "edge", "workers": 1, "memory_mb": 1000.0, "max_batch_wait_ms": 10.0,
-             "queue_capacity": 100, "cache_capacity": 0},
+    "edge": {
+        "hardware": "edge",
+        "workers": 1,
+        "memory_mb": 1000.0,
+        "max_batch_wait_ms": 10.0,
+        "queue_capacity": 100,
+        "cache_capacity": 0,
+    },
     "cloud": {"hardware": "cloud", "workers": 1, "queue_capacity": 100},
-    "network": {"uplink": {"constant_mbps": 8.0}, "downlink": {"constant_mbps": 8.0},
-                "access_rtt_ms": 20.0, "wan": {"constant_mbps": 80.0}, "wan_rtt_ms": 40.0},
-    "workload": {"arrival": {"process": "poisson", "rate_per_s": 0.5},
-                 "apps": [{"name": "cam", "deadline_ms": 200.0}]},
+    "network": {
+        "uplink": {"constant_mbps": 8.0},
+        "downlink": {"constant_mbps": 8.0},
+        "access_rtt_ms": 20.0,
+        "wan": {"constant_mbps": 80.0},
+        "wan_rtt_ms": 40.0,
+    },
+    "workload": {
+        "arrival": {"process": "poisson", "rate_per_s": 0.5},
+        "apps": [{"name": "cam", "deadline_ms": 200.0}],
+    },
     "action_menu": {"batch_sizes": [1], "cache_policies": ["none"]},
 }
 
@@ -95,8 +134,9 @@ def toy_model(overrides: dict[str, Any] | None = None, **profile_kw: Any) -> Sce
             node = node[p]
         node[leaf] = value
     cfg = scenario_from_dict(data)
-    base = dict(unit_ms=[4.0, 8.0, 8.0, 4.0], out_bytes=[400_000, 100_000, 20_000, 4000],
-                exits_after=[1, 3])
+    base = dict(
+        unit_ms=[4.0, 8.0, 8.0, 4.0], out_bytes=[400_000, 100_000, 20_000, 4000], exits_after=[1, 3]
+    )
     base.update(profile_kw)
     dev_ms = base.pop("unit_ms")
     profs = {}

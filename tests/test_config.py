@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from conftest import TOY_SCENARIO
-
 from edgerl.envs.config import ConfigError, load_scenario, scenario_from_dict
 
 
@@ -27,13 +26,17 @@ def with_change(dotted: str, value: Any, delete: bool = False) -> dict[str, Any]
 def test_toy_config_is_valid():
     cfg = scenario_from_dict(copy.deepcopy(TOY_SCENARIO))
     assert cfg.devices.count == 1
-    assert cfg.network.uplink.constant_mbps == 8.0  # noqa: PLR2004
+    assert cfg.network.uplink.constant_mbps == 8.0
 
 
 @pytest.mark.parametrize(
     ("dotted", "value", "message"),
     [
-        ("network.access_rtt_s", 0.02, r"network\.access_rtt_s: unknown key; did you mean 'access_rtt_ms'"),
+        (
+            "network.access_rtt_s",
+            0.02,
+            r"network\.access_rtt_s: unknown key; did you mean 'access_rtt_ms'",
+        ),
         ("edge.cache_size", 10, r"edge\.cache_size: unknown key; did you mean 'cache_capacity'"),
         ("horizon_s", "long", r"horizon_s: expected a number"),
         ("horizon_s", -1.0, r"horizon_s must be > 0"),
@@ -45,8 +48,16 @@ def test_toy_config_is_valid():
         ("workload.apps", [], r"at least one application"),
         ("action_menu.cache_policies", ["lru"], r"cache_capacity is 0"),
         ("action_menu.cache_policies", ["fifo"], r"expected one of"),
-        ("reward", {"latency_per_ms": 1.0}, r"reward\.latency_per_ms: unknown key; did you mean 'latency_per_s'"),
-        ("model.accuracy", {"int8": {"per_exit": [0.5], "source": "x"}}, r"not one of model\.variants"),
+        (
+            "reward",
+            {"latency_per_ms": 1.0},
+            r"reward\.latency_per_ms: unknown key; did you mean 'latency_per_s'",
+        ),
+        (
+            "model.accuracy",
+            {"int8": {"per_exit": [0.5], "source": "x"}},
+            r"not one of model\.variants",
+        ),
         ("horizon_s", float("nan"), r"horizon_s: expected a number"),
     ],
 )

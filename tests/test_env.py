@@ -5,18 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import toy_model
-from gymnasium.utils.env_checker import check_env
-
 from edgerl.envs.env import CollabInferenceEnv
 from edgerl.envs.sim.simulator import REWARD_PARTS
+from gymnasium.utils.env_checker import check_env
 
 
 @pytest.fixture
 def busy():
     return toy_model(
-        {"devices.count": 3, "workload.arrival.rate_per_s": 20.0, "horizon_s": 10.0,
-         "edge.cache_capacity": 16, "action_menu.cache_policies": ["none", "lru"],
-         "action_menu.batch_sizes": [1, 4], "workload.zipf_s": 1.0}
+        {
+            "devices.count": 3,
+            "workload.arrival.rate_per_s": 20.0,
+            "horizon_s": 10.0,
+            "edge.cache_capacity": 16,
+            "action_menu.cache_policies": ["none", "lru"],
+            "action_menu.batch_sizes": [1, 4],
+            "workload.zipf_s": 1.0,
+        }
     )
 
 
@@ -30,7 +35,7 @@ def rollout(env: CollabInferenceEnv, seed: int, policy_seed: int) -> list[tuple]
     out = []
     while True:
         a = int(rng.choice(np.flatnonzero(env.action_masks())))
-        obs, r, term, trunc, info = env.step(a)
+        obs, r, term, trunc, _ = env.step(a)
         out.append((obs.tobytes(), r, term, trunc))
         if term or trunc:
             return out
@@ -71,7 +76,7 @@ def test_invalid_action_raises_and_masked_action_drops():
         env.step(-1)
     masked = np.flatnonzero(~env.action_masks())
     assert masked.size > 0
-    _, r, _, _, info = env.step(int(masked[0]))
+    _, _, _, _, info = env.step(int(masked[0]))
     assert info["infeasible"] is True
     assert info["reward_parts"]["drop"] == pytest.approx(-model.cfg.reward.drop)
 

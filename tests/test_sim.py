@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 from conftest import toy_model
-
 from edgerl.envs.plans import Plan
 from edgerl.envs.sim.build import build_simulator
 from edgerl.envs.sim.cache import ResultCache
@@ -49,7 +48,9 @@ def test_toy_latency_of_every_plan_equals_closed_form(toy):
         run_first_request(sim, p.index)
         first = next(r for r in sim.finished if r.id == 0)
         assert first.status == "completed"
-        assert first.latency_s == pytest.approx(closed_form_latency_s(p), rel=1e-9, abs=1e-12), p.name
+        assert first.latency_s == pytest.approx(closed_form_latency_s(p), rel=1e-9, abs=1e-12), (
+            p.name
+        )
 
 
 @pytest.mark.parametrize(
@@ -84,7 +85,8 @@ def _two_request_sim(window_ms: float) -> tuple[Simulator, Plan]:
         }
     )
     plan = next(
-        p for p in model.plans
+        p
+        for p in model.plans
         if p.exit_index == 1 and p.cut_edge == 3 and p.cut_cloud == 4 and p.batch_size == 2
     )
     sim = build_simulator(model, np.random.default_rng(0), record=True, log_events=True)
@@ -167,9 +169,14 @@ def test_exact_event_log_batch_forms():
 
 def test_batch_never_exceeds_the_largest_profiled_batch():
     model = toy_model(
-        {"workload.arrival.rate_per_s": 2000.0, "action_menu.batch_sizes": [16],
-         "edge.max_batch_wait_ms": 1000.0, "horizon_s": 0.5, "edge.queue_capacity": 10_000,
-         "network.uplink": {"constant_mbps": 100_000.0}}
+        {
+            "workload.arrival.rate_per_s": 2000.0,
+            "action_menu.batch_sizes": [16],
+            "edge.max_batch_wait_ms": 1000.0,
+            "horizon_s": 0.5,
+            "edge.queue_capacity": 10_000,
+            "network.uplink": {"constant_mbps": 100_000.0},
+        }
     )
     plan = next(p for p in model.plans if p.cut_edge == 3 and p.uses_edge_compute)
     sim = build_simulator(model, np.random.default_rng(3), log_events=True)
@@ -177,7 +184,7 @@ def test_batch_never_exceeds_the_largest_profiled_batch():
         sim.apply(plan.index)
     assert sim.events is not None
     sizes = [int(e.split(":")[1]) for _, _, e in sim.events if e.startswith("batch:")]
-    assert max(sizes) == 16  # noqa: PLR2004
+    assert max(sizes) == 16
     assert sizes.count(16) > 1
 
 
@@ -185,12 +192,28 @@ def test_batch_never_exceeds_the_largest_profiled_batch():
     "overrides",
     [
         {},
-        {"devices.count": 4, "workload.arrival.rate_per_s": 40.0, "edge.queue_capacity": 5,
-         "network.uplink": {"constant_mbps": 1000.0}, "edge.workers": 1,
-         "cloud.queue_capacity": 3, "edge.cache_capacity": 16, "workload.zipf_s": 1.0,
-         "action_menu.batch_sizes": [1, 4, 8], "action_menu.cache_policies": ["none", "lru", "lfu", "cost"]},
-        {"workload.arrival": {"process": "mmpp", "rates_per_s": [1.0, 80.0], "mean_sojourn_s": [2.0, 0.5]},
-         "devices.count": 2, "edge.queue_capacity": 4, "action_menu.batch_sizes": [1, 2]},
+        {
+            "devices.count": 4,
+            "workload.arrival.rate_per_s": 40.0,
+            "edge.queue_capacity": 5,
+            "network.uplink": {"constant_mbps": 1000.0},
+            "edge.workers": 1,
+            "cloud.queue_capacity": 3,
+            "edge.cache_capacity": 16,
+            "workload.zipf_s": 1.0,
+            "action_menu.batch_sizes": [1, 4, 8],
+            "action_menu.cache_policies": ["none", "lru", "lfu", "cost"],
+        },
+        {
+            "workload.arrival": {
+                "process": "mmpp",
+                "rates_per_s": [1.0, 80.0],
+                "mean_sojourn_s": [2.0, 0.5],
+            },
+            "devices.count": 2,
+            "edge.queue_capacity": 4,
+            "action_menu.batch_sizes": [1, 2],
+        },
     ],
 )
 def test_conservation_under_random_policies(overrides):
@@ -211,7 +234,7 @@ def test_conservation_under_random_policies(overrides):
         assert len(sim.finished) == sim.completed + sim.dropped
         assert len({r.id for r in sim.finished}) == len(sim.finished)  # never counted twice
         assert steps > 0
-    if overrides.get("edge.queue_capacity") == 5:  # noqa: PLR2004
+    if overrides.get("edge.queue_capacity") == 5:
         assert any(r.drop_reason == "edge_full" for r in sim.finished)
 
 
@@ -231,9 +254,12 @@ def test_same_seed_same_episode_different_seed_different():
 
 def test_cache_hit_answers_without_compute_and_reproduces_correctness():
     model = toy_model(
-        {"edge.cache_capacity": 8, "action_menu.cache_policies": ["lru"],
-         "workload.catalogue_size": 1,
-         "workload.arrival": {"process": "trace", "trace_file": _gap_file(0.2)}}
+        {
+            "edge.cache_capacity": 8,
+            "action_menu.cache_policies": ["lru"],
+            "workload.catalogue_size": 1,
+            "workload.arrival": {"process": "trace", "trace_file": _gap_file(0.2)},
+        }
     )
     plan = next(p for p in model.plans if p.cut_edge == p.n_units and p.exit_index == 1)
     sim = build_simulator(model, np.random.default_rng(0), record=True, log_events=True)
@@ -241,8 +267,8 @@ def test_cache_hit_answers_without_compute_and_reproduces_correctness():
         sim.next_decision()
         sim.apply(plan.index)
     sim.env.run(until=sim.env.now + 0.5)
-    first, *rest = sorted((r for r in sim.finished if r.id < 3), key=lambda r: r.id)  # noqa: PLR2004
-    assert len(rest) == 2  # noqa: PLR2004
+    first, *rest = sorted((r for r in sim.finished if r.id < 3), key=lambda r: r.id)
+    assert len(rest) == 2
     assert not first.cache_hit and first.t_device_s > 0
     assert all(r.cache_hit and r.t_device_s == 0 and r.correct == first.correct for r in rest)
     # a hit costs the fingerprint round trip only
@@ -262,7 +288,7 @@ def test_cache_eviction_policies(policy, victim):
     for t, key in ((3.0, 1), (3.5, 1), (4.0, 3), (4.5, 3), (5.0, 2)):
         assert c.lookup(t, key) is not None
     c.admit(6.0, 4, policy, cost_s=1.0, correct=False, accuracy=0.5)
-    assert victim not in c.entries and 4 in c.entries  # noqa: PLR2004
+    assert victim not in c.entries and 4 in c.entries
     assert c.evictions == 1
 
 
@@ -282,8 +308,10 @@ def test_radio_and_compute_energy_equal_the_model():
     r = sim.finished[0]
     up_s, down_s = tx_s(split.uplink_bytes, UP_MBPS), tx_s(RESULT_BYTES, UP_MBPS)
     expected = (
-        lte.alpha_up_mw_per_mbps * split.uplink_bytes * 8 / 1e6 + lte.beta_mw * up_s
-        + lte.alpha_down_mw_per_mbps * RESULT_BYTES * 8 / 1e6 + lte.beta_mw * down_s
+        lte.alpha_up_mw_per_mbps * split.uplink_bytes * 8 / 1e6
+        + lte.beta_mw * up_s
+        + lte.alpha_down_mw_per_mbps * RESULT_BYTES * 8 / 1e6
+        + lte.beta_mw * down_s
     ) / 1e3
     assert r.energy_radio_j == pytest.approx(expected)
     assert r.raw_input_left is False
@@ -349,4 +377,4 @@ def test_predict_outcome_sees_queues_and_future_bandwidth():
     sim.env.run(until=sim.env.now + 1.0)
     done = next(r for r in sim.finished if r.id == req.id)
     assert out.latency_s == pytest.approx(done.latency_s)
-    assert out.latency_s > local.device_s + 0.02  # noqa: PLR2004 (waited ~23.5 ms for the CPU)
+    assert out.latency_s > local.device_s + 0.02

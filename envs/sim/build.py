@@ -11,7 +11,6 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
-
 from edgerl.envs.config import BandwidthConfig, ConfigError, ScenarioConfig, load_scenario
 from edgerl.envs.plans import ModelProfiles, Plan, build_catalogue, static_feasibility
 from edgerl.envs.sim.network import BandwidthSource, ConstantBandwidth
@@ -32,7 +31,9 @@ class ScenarioModel:
     edge_batch_sizes: tuple[int, ...]
 
     @classmethod
-    def from_config(cls, cfg: ScenarioConfig, profiles: ModelProfiles | None = None) -> ScenarioModel:
+    def from_config(
+        cls, cfg: ScenarioConfig, profiles: ModelProfiles | None = None
+    ) -> ScenarioModel:
         """Build from the shipped profiles (or ``profiles``, e.g. a user's own)."""
         profiles = profiles if profiles is not None else ModelProfiles.load(cfg)
         plans = tuple(build_catalogue(cfg, profiles))
@@ -67,7 +68,10 @@ def _sources(
     from edgerl.envs.traces import load_trace_set  # numpy-only module
 
     assert bw.trace_family is not None
-    traces = load_trace_set(bw.trace_family, split)
+    try:
+        traces = load_trace_set(bw.trace_family, split, direction=bw.direction)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"bandwidth trace_family {bw.trace_family!r}: {exc}") from exc
     out: list[BandwidthSource] = []
     for _ in range(n):
         tr = traces[int(rng.integers(len(traces)))]

@@ -44,8 +44,9 @@ class ResultCache:
 
     def lookup(self, now_s: float, key: int) -> CacheEntry | None:
         self.lookups += 1
-        entry = self.entries.get(key)
+        entry = self.entries.pop(key, None)
         if entry is not None:
+            self.entries[key] = entry  # re-insert: dict order is recency order
             self.hits += 1
             entry.hits += 1
             entry.last_access_s = now_s
@@ -56,14 +57,19 @@ class ResultCache:
     ) -> None:
         if self.capacity == 0 or policy == "none":
             return
-        entry = self.entries.get(key)
+        entry = self.entries.pop(key, None)
         if entry is not None:  # a concurrent request admitted it meanwhile: keep the better one
+            self.entries[key] = entry
             entry.last_access_s = now_s
             if accuracy > entry.accuracy:
                 entry.accuracy, entry.correct = accuracy, correct
             return
         if len(self.entries) >= self.capacity:
-            victim = min(self.entries, key=lambda k: _EVICTION_KEYS[policy](self.entries[k]))
+            if policy == "lru":  # entries are kept in recency order
+                victim = next(iter(self.entries))
+            else:
+                rank = _EVICTION_KEYS[policy]
+                victim = min(self.entries, key=lambda k: rank(self.entries[k]))
             del self.entries[victim]
             self.evictions += 1
         self.entries[key] = CacheEntry(now_s, 0, cost_s, correct, accuracy)

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import simpy
-
 from edgerl.envs.config import ConfigError, ScenarioConfig
 from edgerl.envs.plans import MB, Plan
 from edgerl.envs.sim.cache import ResultCache
@@ -76,7 +75,11 @@ class Request:
     accuracy: float = 0.0
     correct: bool = False
     utility: float = 0.0
-    parts: dict[str, float] = field(default_factory=dict)
+    parts: tuple[float, ...] = ()  # weighted reward parts, in REWARD_PARTS order
+
+    @property
+    def parts_dict(self) -> dict[str, float]:
+        return dict(zip(REWARD_PARTS, self.parts, strict=True))
 
     @property
     def latency_s(self) -> float:
@@ -116,7 +119,9 @@ class _OffsetBandwidth:
         return self._src.mbps_at(t_s + self.offset_s) * self.scale
 
     def transfer_end_s(self, start_s: float, nbytes: float) -> float:
-        return self._src.transfer_end_s(start_s + self.offset_s, nbytes / self.scale) - self.offset_s
+        return (
+            self._src.transfer_end_s(start_s + self.offset_s, nbytes / self.scale) - self.offset_s
+        )
 
     def mean_mbps(self, t0_s: float, t1_s: float) -> float:
         return self._src.mean_mbps(t0_s + self.offset_s, t1_s + self.offset_s) * self.scale
@@ -202,7 +207,12 @@ class Simulator:
         net = cfg.network
         access_prop_s = net.access_rtt_ms / 2e3
         self.devices = [
-            Device(i, Link(uplinks[i], access_prop_s), Link(downlinks[i], access_prop_s), device_power_w)
+            Device(
+                i,
+                Link(uplinks[i], access_prop_s),
+                Link(downlinks[i], access_prop_s),
+                device_power_w,
+            )
             for i in range(cfg.devices.count)
         ]
         self.radio = RADIO_MODELS[cfg.devices.radio]
@@ -219,7 +229,12 @@ class Simulator:
             if not p.uses_edge_compute:
                 self.plan_batcher.append(None)
                 continue
-            key = (p.variant, p.cut_edge, p.cut_cloud, p.exit_index if p.head_tier == "edge" else -1)
+            key = (
+                p.variant,
+                p.cut_edge,
+                p.cut_cloud,
+                p.exit_index if p.head_tier == "edge" else -1,
+            )
             self.plan_batcher.append(self.batchers.setdefault(key, Batcher(p)))
         self.edge_batch_waiting = 0
         self.popularity = Popularity(cfg.workload.catalogue_size, cfg.workload.zipf_s)
@@ -303,7 +318,7 @@ class Simulator:
 
     # ------------------------------------------------------------------ request pipeline
 
-    def _serve(self, req: Request, plan: Plan) -> Any:  # noqa: PLR0915 (one readable pipeline)
+    def _serve(self, req: Request, plan: Plan) -> Any:
         env, dev, net, radio = self.env, self.devices[req.device], self.cfg.network, self.radio
         if plan.cache_policy != "none":
             t0 = env.now
@@ -385,7 +400,9 @@ class Simulator:
         self._finish_completed(req, plan)
         if plan.cache_policy != "none":
             compute_s = req.t_device_s + req.t_edge_s + req.t_cloud_s
-            self.cache.admit(env.now, req.input_id, plan.cache_policy, compute_s, req.correct, req.accuracy)
+            self.cache.admit(
+                env.now, req.input_id, plan.cache_policy, compute_s, req.correct, req.accuracy
+            )
 
     def _join_batch(self, b: Batcher, req: Request, done: simpy.Event, target: int) -> None:
         b.waiting.append((req, done, self.env.now))
@@ -418,7 +435,7 @@ class Simulator:
         for req, done, joined_s in members:
             req.t_edge_wait_s = start_s - joined_s
             req.t_edge_s = service_s
-            finished.callbacks.append(lambda _e, d=done: d.succeed())
+            finished.callbacks.append(done.trigger)  # done succeeds when the batch ends
             self._log(req, f"batch:{n}")
         if b.waiting:  # leftovers beyond max_batch form the next batch, with a fresh window
             b.min_target = min(self.plans[r.plan_index].batch_size for r, _, _ in b.waiting)
@@ -453,17 +470,17 @@ class Simulator:
         acc = req.accuracy if w.accuracy_mode == "expected" else float(req.correct)
         dev = self.devices[req.device]
         dev.energy_used_j += req.energy_j
-        parts = {
-            "accuracy": w.accuracy * acc,
-            "latency": -w.latency_per_s * latency_s,
-            "energy": -w.energy_per_j * req.energy_j,
-            "slo_miss": -w.slo_miss * (latency_s > req.deadline_s),
-            "bytes": -w.bytes_per_mb * (req.bytes_uplink + req.bytes_wan) / MB,
-            "privacy": -w.privacy * req.raw_input_left,
-            "drop": 0.0,
-        }
+        parts = (
+            w.accuracy * acc,
+            -w.latency_per_s * latency_s,
+            -w.energy_per_j * req.energy_j,
+            -w.slo_miss * (latency_s > req.deadline_s),
+            -w.bytes_per_mb * (req.bytes_uplink + req.bytes_wan) / MB,
+            -w.privacy * req.raw_input_left,
+            0.0,
+        )
         req.parts = parts
-        req.utility = sum(parts.values())
+        req.utility = sum(parts)
         self._log(req, "complete")
         self._emit(req)
 
@@ -474,11 +491,9 @@ class Simulator:
         self.dropped += 1
         self.in_flight -= 1
         self.devices[req.device].energy_used_j += req.energy_j
-        parts = dict.fromkeys(REWARD_PARTS, 0.0)
-        parts["drop"] = -self.w.drop
-        parts["energy"] = -self.w.energy_per_j * req.energy_j
-        req.parts = parts
-        req.utility = sum(parts.values())
+        energy = -self.w.energy_per_j * req.energy_j
+        req.parts = (0.0, 0.0, energy, 0.0, 0.0, 0.0, -self.w.drop)
+        req.utility = energy - self.w.drop
         self._emit(req)
 
     def _emit(self, req: Request) -> None:
@@ -503,7 +518,7 @@ class Simulator:
         prediction assumes none does, and that waiting members stay until their window ends)
         and where later dispatches of other segments share the workers.
         """
-        net, w, dev = self.cfg.network, self.w, self.devices[req.device]
+        net, dev = self.cfg.network, self.devices[req.device]
         now = self.env.now
         up_busy, down_busy = dev.uplink.busy_until_s, dev.downlink.busy_until_s
         up_bw, down_bw, prop = dev.uplink.bandwidth, dev.downlink.bandwidth, dev.uplink.prop_s
@@ -542,19 +557,27 @@ class Simulator:
                 window_s = self.cfg.edge.max_batch_wait_ms / 1e3
                 waiting = [j for _, _, j in batcher.waiting if j + window_s > t]
                 n = min(len(waiting) + 1, self.max_batch)
-                target = min([plan.batch_size, batcher.min_target] if waiting else [plan.batch_size])
+                target = min(
+                    [plan.batch_size, batcher.min_target] if waiting else [plan.batch_size]
+                )
                 dispatch = t if n >= target else (waiting[0] if waiting else t) + window_s
                 free = self.edge_workers._free_s[0]
                 start = dispatch if dispatch > free else free
                 t = start + interpolate_latency(self.edge_batch_sizes, plan.edge_batch_ms, n) / 1e3
             if plan.uses_cloud:
-                wan_busy, _ = send(self.wan_up.busy_until_s, self.wan_up.bandwidth, t, plan.wan_bytes)
+                wan_busy, _ = send(
+                    self.wan_up.busy_until_s, self.wan_up.bandwidth, t, plan.wan_bytes
+                )
                 t = wan_busy + self.wan_up.prop_s
                 if self.cloud_workers.waiting(now) >= self.cfg.cloud.queue_capacity:
-                    return self._outcome(req, t, energy_j, bytes_up, plan.wan_bytes, 0.0, False, "cloud_full")
+                    return self._outcome(
+                        req, t, energy_j, bytes_up, plan.wan_bytes, 0.0, False, "cloud_full"
+                    )
                 free = self.cloud_workers._free_s[0]
                 t = (t if t > free else free) + plan.cloud_s
-                wan_busy, _ = send(self.wan_down.busy_until_s, self.wan_down.bandwidth, t, net.result_bytes)
+                wan_busy, _ = send(
+                    self.wan_down.busy_until_s, self.wan_down.bandwidth, t, net.result_bytes
+                )
                 t = wan_busy + self.wan_down.prop_s
                 wan_bytes = plan.wan_bytes + net.result_bytes
             down_busy, air = send(down_busy, down_bw, t, net.result_bytes)
@@ -565,8 +588,15 @@ class Simulator:
         )
 
     def _outcome(
-        self, req: Request, finish_s: float, energy_j: float, bytes_up: int, bytes_wan: int,
-        accuracy: float, raw_left: bool, drop_reason: str,
+        self,
+        req: Request,
+        finish_s: float,
+        energy_j: float,
+        bytes_up: int,
+        bytes_wan: int,
+        accuracy: float,
+        raw_left: bool,
+        drop_reason: str,
     ) -> PlanOutcome:
         w = self.w
         latency_s = finish_s - req.arrival_s
@@ -574,12 +604,16 @@ class Simulator:
             utility = -w.drop - w.energy_per_j * energy_j
         else:
             utility = (
-                w.accuracy * accuracy - w.latency_per_s * latency_s - w.energy_per_j * energy_j
+                w.accuracy * accuracy
+                - w.latency_per_s * latency_s
+                - w.energy_per_j * energy_j
                 - w.slo_miss * (latency_s > req.deadline_s)
-                - w.bytes_per_mb * (bytes_up + bytes_wan) / MB - w.privacy * raw_left
+                - w.bytes_per_mb * (bytes_up + bytes_wan) / MB
+                - w.privacy * raw_left
             )
-        return PlanOutcome(latency_s, energy_j, bytes_up + bytes_wan, accuracy, raw_left,
-                           drop_reason, utility)
+        return PlanOutcome(
+            latency_s, energy_j, bytes_up + bytes_wan, accuracy, raw_left, drop_reason, utility
+        )
 
     # ------------------------------------------------------------------ observable state
 

@@ -7,7 +7,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-
 from edgerl.envs.config import ArrivalConfig, ConfigError, WorkloadConfig
 
 

@@ -1,0 +1,138 @@
+"""Environment throughput benchmark: decisions per second, env vs the bare simulator.
+
+Both loops run the same scenario, the same seeds and the same random masked plans in one
+process, one after the other, repeated and interleaved (``rounds``) so that background load
+on a shared machine hits both alike; the ratio of the medians is what is compared.
+
+- *env*: ``CollabInferenceEnv.step`` (Gymnasium adapter: observation, reward parts, info);
+- *bare*: the SimPy simulator alone (``sim.next_decision()`` / ``sim.apply()``), the same
+  events per request without the environment.
+
+Memory: resident set size before and after ``soak_steps`` env steps (episodes reset as they
+end), to show that memory stays flat over long runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EnvBenchResult:
+    scenario: str
+    steps_per_round: int
+    rounds: int
+    env_decisions_per_s: float
+    bare_decisions_per_s: float
+    ratio_env_over_bare: float
+    env_rounds_per_s: list[float]
+    bare_rounds_per_s: list[float]
+    soak_steps: int
+    rss_start_mb: float
+    rss_end_mb: float
+    rss_growth_mb: float
+    machine: dict[str, Any]
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return float(psutil.Process(os.getpid()).memory_info().rss) / 2**20
+
+
+def run_env_bench(
+    scenario: str = "lte-dynamic",
+    steps: int = 20_000,
+    rounds: int = 3,
+    soak_steps: int = 0,
+    seed: int = 0,
+    progress: bool = True,
+) -> EnvBenchResult:
+    from edgerl.envs.env import CollabInferenceEnv
+    from edgerl.envs.sim.build import build_simulator
+
+    env = CollabInferenceEnv(scenario)
+    model = env.model
+    feasible = np.flatnonzero(env.action_masks())
+    plans = feasible[np.random.default_rng(seed).integers(len(feasible), size=steps)].tolist()
+
+    def env_loop() -> float:
+        env.reset(seed=seed)
+        step = env.step
+        t0 = time.perf_counter()
+        for a in plans:
+            if step(a)[3]:
+                env.reset()
+        return steps / (time.perf_counter() - t0)
+
+    def bare_loop() -> float:
+        episode = 0
+        sim = build_simulator(model, np.random.default_rng(seed))
+        t0 = time.perf_counter()
+        for a in plans:
+            if sim.next_decision() is None:
+                episode += 1
+                sim = build_simulator(model, np.random.default_rng(seed + episode))
+                sim.next_decision()
+            sim.apply(a)
+        return steps / (time.perf_counter() - t0)
+
+    env_rates, bare_rates = [], []
+    for r in range(rounds):
+        env_rates.append(env_loop())
+        bare_rates.append(bare_loop())
+        if progress:
+            print(
+                f"round {r + 1}/{rounds}: env {env_rates[-1]:,.0f}/s  bare {bare_rates[-1]:,.0f}/s"
+            )
+    rss0 = rss1 = _rss_mb()
+    if soak_steps:
+        env.reset(seed=seed)
+        rng = np.random.default_rng(seed + 1)
+        block = 100_000
+        done = 0
+        while done < soak_steps:
+            for a in feasible[rng.integers(len(feasible), size=min(block, soak_steps - done))]:
+                if env.step(a)[3]:
+                    env.reset()
+            done += min(block, soak_steps - done)
+            if progress:
+                print(f"soak {done:,}/{soak_steps:,} steps, RSS {_rss_mb():.1f} MB")
+        rss1 = _rss_mb()
+    env_med, bare_med = statistics.median(env_rates), statistics.median(bare_rates)
+    return EnvBenchResult(
+        scenario=scenario,
+        steps_per_round=steps,
+        rounds=rounds,
+        env_decisions_per_s=env_med,
+        bare_decisions_per_s=bare_med,
+        ratio_env_over_bare=env_med / bare_med,
+        env_rounds_per_s=env_rates,
+        bare_rounds_per_s=bare_rates,
+        soak_steps=soak_steps,
+        rss_start_mb=rss0,
+        rss_end_mb=rss1,
+        rss_growth_mb=rss1 - rss0,
+        machine={
+            "python": platform.python_version(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "load_avg_1m": os.getloadavg()[0],
+        },
+    )
+
+
+def write_json(result: EnvBenchResult, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(asdict(result), indent=1) + "\n", encoding="utf-8")
+    return p
