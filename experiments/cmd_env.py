@@ -51,3 +51,11 @@ def bench_env(
         f"(growth {r.rss_growth_mb:+.1f} MB)"
     )
     print(f"wrote {write_json(r, out)}")
+
+
+@app.command()
+def traces() -> None:
+    """Summarise the shipped bandwidth traces per family, split and direction."""
+    from edgerl.envs.traces import trace_summary
+
+    print(trace_summary())
