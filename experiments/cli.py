@@ -21,8 +21,10 @@ bench_app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 
 # ---- subcommands (each module registers its commands on `app` or `bench_app`) -------------
+import edgerl.experiments.cmd_agents  # noqa: E402
 import edgerl.experiments.cmd_env  # noqa: E402
 import edgerl.experiments.cmd_fit  # noqa: E402
+import edgerl.experiments.cmd_planner  # noqa: E402
 import edgerl.experiments.cmd_profiles  # noqa: E402, F401
 
 
