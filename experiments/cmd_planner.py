@@ -1,0 +1,456 @@
+"""``edgerl export``, ``edgerl plan`` and ``edgerl bench planner``: the runtime planner.
+
+- ``export RUN_DIR --out DIR``: the run's policy -> ``DIR/policy.onnx`` + ``DIR/planner.json``
+  (:mod:`edgerl.experiments.export`), then a parity check against the SB3 policy on held-out
+  observations.
+- ``plan DIR --state state.json``: one decision from raw measurements, printed as JSON.
+- ``bench planner DIR``: decision latency of ``Planner.plan`` per call and, in the same run,
+  the per-decision search time of an online baseline (Edgent by default); ratio and JSON.
+
+Heavy imports (torch, SB3, the simulator) stay inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import typer
+from edgerl.experiments.cli import app, bench_app
+
+if TYPE_CHECKING:
+    from edgerl.agents.planner import Planner
+    from edgerl.envs.sim.build import ScenarioModel
+
+#: Issue 6 targets: decision latency p99 per plan() call [us] and artefact size [bytes].
+TARGET_P99_US = 100.0
+TARGET_ARTEFACT_BYTES = 1_000_000
+NS_PER_US = 1e3
+PERCENTILES = (50, 90, 99)
+#: Round r of the benchmark starts at episode seed ``seed + stride * r`` (fresh episodes).
+EPISODES_PER_ROUND_SEED_STRIDE = 1000
+
+
+def _fail(msg: str) -> typer.Exit:
+    typer.echo(f"error: {msg}", err=True)
+    return typer.Exit(code=1)
+
+
+# ---------------------------------------------------------------------------- export / plan
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="training run directory (run.json, model.zip, ...)"),
+    out: Path = typer.Option(..., "--out", help="artefact directory (policy.onnx, planner.json)"),
+    checkpoint: str = typer.Option(
+        "best", help="'best' (best_model.zip, else model.zip) or 'final' (model.zip)"
+    ),
+    parity: int = typer.Option(
+        10_000, help="held-out observations compared with the SB3 policy after export (0: skip)"
+    ),
+    seed: int = typer.Option(0, help="first seed of the held-out parity episodes"),
+) -> None:
+    """Export a trained policy to a runtime planner (ONNX graph + JSON spec, no pickle)."""
+    from edgerl.agents.planner import PlannerError
+    from edgerl.experiments.export import export_run, parity_check
+
+    try:
+        res = export_run(run_dir, out, checkpoint=checkpoint)
+    except (ValueError, OSError) as exc:  # ExportError, RunDirError, PlannerError, ConfigError
+        raise _fail(str(exc)) from exc
+    typer.echo(
+        f"wrote {res.out_dir}/policy.onnx ({res.policy_bytes:,} B, sha256 {res.sha256[:16]}...) "
+        f"and planner.json; artefact {res.artefact_bytes:,} B; "
+        f"{res.n_features} features, {res.n_actions} plans"
+    )
+    if parity <= 0:
+        return
+    try:
+        rep = parity_check(run_dir, out, parity, seed=seed, checkpoint=checkpoint)
+    except (ValueError, PlannerError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(
+        f"parity on {rep.n_observations:,} observations of {rep.n_episodes} held-out episodes: "
+        f"plan(raw state) == SB3 on {rep.n_equal_plan:,}, predict(obs) == SB3 on "
+        f"{rep.n_equal_predict:,}, observation rebuilt bit-exactly on {rep.n_obs_identical:,}; "
+        f"SB3 chose {rep.n_distinct_actions} distinct plan(s)"
+    )
+    if not rep.ok:
+        raise _fail(f"parity check failed; first mismatches (obs, sb3, planner): {rep.mismatches}")
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A raw state from a JSON file ('-' = stdin): an object of feature name -> number."""
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the state file: {exc}") from exc
+    try:
+        state = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"{path}: expected a JSON object of feature name -> number, got {type(state).__name__}"
+        )
+    return state
+
+
+@app.command("plan")
+def plan_cmd(
+    planner_dir: Path = typer.Argument(..., help="exported planner directory"),
+    state: Path = typer.Option(
+        ..., "--state", help="JSON object with every observation feature in raw units ('-': stdin)"
+    ),
+) -> None:
+    """Decide one request with an exported planner; prints the plan as JSON."""
+    from edgerl.agents.planner import Planner
+
+    try:
+        planner = Planner.load(planner_dir)
+        plan = planner.plan(read_state(state))
+    except ValueError as exc:  # PlannerError, ObservationError
+        raise _fail(str(exc)) from exc
+    typer.echo(json.dumps(plan.to_dict(), indent=2))
+
+
+# ---------------------------------------------------------------------------- bench
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Per-call wall time of one decision function [us]."""
+
+    calls: int
+    p50_us: float
+    p90_us: float
+    p99_us: float
+    mean_us: float
+    max_us: float
+
+    @classmethod
+    def of(cls, ns: np.ndarray) -> LatencyStats:
+        us = ns / NS_PER_US
+        p50, p90, p99 = (float(v) for v in np.percentile(us, PERCENTILES))
+        return cls(len(us), p50, p90, p99, float(us.mean()), float(us.max()))
+
+
+@dataclass(frozen=True)
+class PlannerBenchResult:
+    """``edgerl bench planner`` output (also written as JSON).
+
+    *In-loop* times are taken while the policy drives held-out episodes (the simulator runs
+    between two decisions, as other work would on a device); *hot* times call the decision
+    function back to back on the states recorded in the planner's episodes. ``*_cpu`` is the
+    thread's CPU time over the same calls. The baseline's hot loop is only measured for
+    deployable baselines (they decide from the observation alone, so replaying recorded
+    observations is valid).
+    """
+
+    planner_dir: str
+    scenario: str
+    baseline: str
+    baseline_deployable: bool
+    rounds: int
+    warmup_calls: int
+    planner_in_loop: LatencyStats
+    baseline_in_loop: LatencyStats
+    planner_in_loop_cpu: LatencyStats
+    baseline_in_loop_cpu: LatencyStats
+    planner_hot: LatencyStats
+    baseline_hot: LatencyStats | None
+    ratio_p50_in_loop: float
+    ratio_mean_in_loop: float
+    ratio_p50_hot: float | None
+    policy_bytes: int
+    artefact_bytes: int
+    target_p99_us: float
+    target_artefact_bytes: int
+    p99_target_met_in_loop: bool
+    p99_target_met_hot: bool
+    size_target_met: bool
+    method: str
+    machine: dict[str, Any]
+
+
+def _scenario_of(planner: Planner, scenario: str | None) -> ScenarioModel:
+    """The scenario to benchmark on: ``scenario`` or the one recorded in ``planner.json``,
+    checked against the recorded fingerprint."""
+    from edgerl.agents.planner import PlannerError
+    from edgerl.agents.rundir import scenario_fingerprint
+    from edgerl.envs.sim.build import scenario_model
+
+    rec = planner.spec.get("scenario", {})
+    name = scenario or rec.get("source") or rec.get("name")
+    if not name:
+        raise PlannerError(f"{planner.directory}: planner.json names no scenario; pass --scenario")
+    model = scenario_model(str(name))
+    fp = scenario_fingerprint(model.cfg)
+    if fp != rec.get("fingerprint_sha256"):
+        raise PlannerError(
+            f"scenario {name!r} (sha256 {fp}) is not the one the planner was trained on "
+            f"(sha256 {rec.get('fingerprint_sha256')}); pass --scenario RUN_DIR/scenario.yaml"
+        )
+    return model
+
+
+def _timed_rollout(
+    env: Any,
+    prepare: Callable[[np.ndarray], Any],
+    decide: Callable[[Any], int],
+    n_calls: int,
+    warmup: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run held-out episodes (seeds ``seed, seed + 1, ...``) deciding with
+    ``decide(prepare(observation))``; only ``decide`` is timed, and the first ``warmup`` calls
+    are not kept.
+
+    Returns:
+        Wall time (``perf_counter_ns``) and CPU time of this thread (``thread_time_ns``, not
+        counting time the thread is preempted by other processes) of every kept call [ns].
+    """
+    wall = np.empty(n_calls, dtype=np.int64)
+    cpu = np.empty(n_calls, dtype=np.int64)
+    clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
+    n = -warmup
+    episode = 0
+    while n < n_calls:
+        obs, _ = env.reset(seed=seed + episode)
+        episode += 1
+        truncated = False
+        while not truncated and n < n_calls:
+            arg = prepare(obs)
+            c0 = cpu_clock()
+            t0 = clock()
+            a = decide(arg)
+            t1 = clock()
+            c1 = cpu_clock()
+            if n >= 0:
+                wall[n] = t1 - t0
+                cpu[n] = c1 - c0
+            n += 1
+            obs, _, _, truncated, _ = env.step(a)
+    return wall, cpu
+
+
+def bench_planner(
+    planner_dir: str | Path,
+    *,
+    scenario: str | None = None,
+    model: ScenarioModel | None = None,
+    calls: int = 20_000,
+    warmup: int = 1_000,
+    rounds: int = 3,
+    baseline: str = "edgent",
+    seed: int = 0,
+) -> PlannerBenchResult:
+    """Time ``Planner.plan`` and a baseline's ``predict`` per decision, in one process.
+
+    Both policies drive the held-out episodes of the planner's scenario (the same seeds);
+    only the decision call is timed (``plan(raw state dict)`` for the planner: the runtime
+    path, validation included; ``predict(observation, mask)`` for the baseline, whose
+    ``bind`` set-up is not timed). ``rounds`` alternate the two so background load on a
+    shared machine hits both alike; every round starts with ``warmup`` untimed calls.
+    """
+    from edgerl.agents.baselines import BASELINES, make_baseline
+    from edgerl.agents.planner import POLICY_FILE, SPEC_FILE, Planner
+    from edgerl.envs.env import CollabInferenceEnv
+
+    if calls < rounds or rounds < 1 or warmup < 0:
+        raise ValueError("need rounds >= 1, calls >= rounds and warmup >= 0")
+    planner = Planner.load(planner_dir)
+    model = model if model is not None else _scenario_of(planner, scenario)
+    env = CollabInferenceEnv(model, split="eval")
+    planner.bind(env)
+    base = make_baseline(baseline)
+    base.bind(env)
+    inner = env.unwrapped
+    plan, raw_state_dict = planner.plan, inner.raw_state_dict
+    predict, masks = base.predict, inner.action_masks
+
+    def planner_input(_obs: np.ndarray) -> dict[str, float]:
+        return raw_state_dict()  # what the device measured (gathering it is not timed)
+
+    def planner_decide(state: dict[str, float]) -> int:
+        return plan(state).index
+
+    def baseline_input(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return obs, masks()
+
+    def baseline_decide(arg: tuple[np.ndarray, np.ndarray]) -> int:
+        return predict(arg[0], arg[1])
+
+    recorded: list[tuple[dict[str, float], np.ndarray, np.ndarray]] = []
+
+    def planner_recording_input(obs: np.ndarray) -> dict[str, float]:
+        state = raw_state_dict()
+        recorded.append((state, obs.copy(), masks().copy()))
+        return state
+
+    load_start = os.getloadavg()
+    per_round = calls // rounds
+    plan_ns: list[tuple[np.ndarray, np.ndarray]] = []
+    base_ns: list[tuple[np.ndarray, np.ndarray]] = []
+    hot_plan: list[np.ndarray] = []
+    hot_base: list[np.ndarray] = []
+    for r in range(rounds):
+        round_seed = seed + EPISODES_PER_ROUND_SEED_STRIDE * r
+        prep = planner_recording_input if r == 0 else planner_input
+        plan_ns.append(_timed_rollout(env, prep, planner_decide, per_round, warmup, round_seed))
+        base.reset(seed=round_seed)
+        base_ns.append(
+            _timed_rollout(env, baseline_input, baseline_decide, per_round, warmup, round_seed)
+        )
+        kept = recorded[warmup:]  # the timed decisions of round 0
+        hot_plan.append(_hot_loop(planner_decide, [st for st, _, _ in kept], warmup))
+        if BASELINES[baseline].deployable:
+            hot_base.append(_hot_loop(baseline_decide, [(o, m) for _, o, m in kept], warmup))
+    load_end = os.getloadavg()
+
+    def stats(parts: list[np.ndarray]) -> LatencyStats:
+        return LatencyStats.of(np.concatenate(parts))
+
+    p_loop, b_loop = stats([w for w, _ in plan_ns]), stats([w for w, _ in base_ns])
+    p_hot = stats(hot_plan)
+    b_hot = stats(hot_base) if hot_base else None
+    d = Path(planner_dir)
+    policy_bytes = (d / POLICY_FILE).stat().st_size
+    artefact_bytes = policy_bytes + (d / SPEC_FILE).stat().st_size
+    import onnxruntime
+
+    return PlannerBenchResult(
+        planner_dir=str(d),
+        scenario=model.cfg.name,
+        baseline=baseline,
+        baseline_deployable=BASELINES[baseline].deployable,
+        rounds=rounds,
+        warmup_calls=warmup,
+        planner_in_loop=p_loop,
+        baseline_in_loop=b_loop,
+        planner_in_loop_cpu=stats([c for _, c in plan_ns]),
+        baseline_in_loop_cpu=stats([c for _, c in base_ns]),
+        planner_hot=p_hot,
+        baseline_hot=b_hot,
+        ratio_p50_in_loop=b_loop.p50_us / p_loop.p50_us,
+        ratio_mean_in_loop=b_loop.mean_us / p_loop.mean_us,
+        ratio_p50_hot=b_hot.p50_us / p_hot.p50_us if b_hot is not None else None,
+        policy_bytes=policy_bytes,
+        artefact_bytes=artefact_bytes,
+        target_p99_us=TARGET_P99_US,
+        target_artefact_bytes=TARGET_ARTEFACT_BYTES,
+        p99_target_met_in_loop=p_loop.p99_us <= TARGET_P99_US,
+        p99_target_met_hot=p_hot.p99_us <= TARGET_P99_US,
+        size_target_met=artefact_bytes <= TARGET_ARTEFACT_BYTES,
+        method=(
+            "per-call wall time (time.perf_counter_ns) and thread CPU time "
+            "(time.thread_time_ns) around Planner.plan(raw state dict) and "
+            f"{baseline}.predict(observation, mask); in-loop: each policy drives held-out "
+            "episodes (split='eval'), the simulator running between decisions; hot: back-to-"
+            "back calls on the states of the planner's first round; "
+            f"{rounds} alternating rounds, {warmup} untimed warm-up calls each; "
+            "onnxruntime: 1 intra-op thread, sequential"
+        ),
+        machine={
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "loadavg_1min_start": load_start[0],
+            "loadavg_1min_end": load_end[0],
+            "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__,
+        },
+    )
+
+
+def _hot_loop(decide: Callable[[Any], int], args: list[Any], warmup: int) -> np.ndarray:
+    """Wall time of ``decide(a)`` for each ``a`` of ``args``, back to back, after ``warmup``
+    untimed calls (cycling through ``args``) [ns]."""
+    for i in range(warmup):
+        decide(args[i % len(args)])
+    out = np.empty(len(args), dtype=np.int64)
+    clock = time.perf_counter_ns
+    for i, a in enumerate(args):
+        t0 = clock()
+        decide(a)
+        out[i] = clock() - t0
+    return out
+
+
+def write_json(result: PlannerBenchResult, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(asdict(result), indent=1) + "\n", encoding="utf-8")
+    return p
+
+
+@bench_app.command("planner")
+def bench_planner_cmd(
+    planner_dir: Path = typer.Argument(..., help="exported planner directory"),
+    scenario: str = typer.Option(
+        None, help="scenario name or YAML (default: the one in planner.json, fingerprint-checked)"
+    ),
+    calls: int = typer.Option(20_000, help="timed decisions per policy (split over the rounds)"),
+    warmup: int = typer.Option(1_000, help="untimed decisions at the start of every round"),
+    rounds: int = typer.Option(3, help="alternating planner/baseline rounds"),
+    baseline: str = typer.Option("edgent", help="baseline whose per-decision search is timed"),
+    seed: int = typer.Option(0, help="first held-out episode seed"),
+    out: Path = typer.Option(Path("bench/planner.json"), help="JSON result file"),
+) -> None:
+    """Planner decision latency (p50/p99 per plan() call) vs a baseline's online search."""
+    try:
+        r = bench_planner(
+            planner_dir,
+            scenario=scenario,
+            calls=calls,
+            warmup=warmup,
+            rounds=rounds,
+            baseline=baseline,
+            seed=seed,
+        )
+    except (ValueError, KeyError) as exc:  # PlannerError, UnknownBaselineError, ConfigError
+        raise _fail(str(exc)) from exc
+    p = r.planner_in_loop
+    typer.echo(
+        f"scenario {r.scenario}, {p.calls:,} timed decisions per policy and measure, "
+        f"{r.rounds} rounds, load average {r.machine['loadavg_1min_start']:.2f} -> "
+        f"{r.machine['loadavg_1min_end']:.2f} on {r.machine['cpu_count']} CPUs"
+    )
+    rows: list[tuple[str, LatencyStats | None]] = [
+        ("planner plan()  in-loop wall", p),
+        (f"{r.baseline} predict() in-loop wall", r.baseline_in_loop),
+        ("planner plan()  in-loop cpu", r.planner_in_loop_cpu),
+        (f"{r.baseline} predict() in-loop cpu", r.baseline_in_loop_cpu),
+        ("planner plan()  hot wall", r.planner_hot),
+        (f"{r.baseline} predict() hot wall", r.baseline_hot),
+    ]
+    for label, st in rows:
+        if st is not None:
+            typer.echo(
+                f"{label:<34} p50 {st.p50_us:7.1f} us  p90 {st.p90_us:7.1f} us  "
+                f"p99 {st.p99_us:7.1f} us  mean {st.mean_us:7.1f} us"
+            )
+    hot = f", hot p50 {r.ratio_p50_hot:.2f}x" if r.ratio_p50_hot is not None else ""
+    typer.echo(
+        f"ratio {r.baseline}/planner: in-loop p50 {r.ratio_p50_in_loop:.2f}x, "
+        f"in-loop mean {r.ratio_mean_in_loop:.2f}x{hot}"
+    )
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    typer.echo(
+        f"targets: p99 <= {TARGET_P99_US:.0f} us in-loop {verdict(r.p99_target_met_in_loop)}, "
+        f"hot {verdict(r.p99_target_met_hot)}; artefact {r.artefact_bytes:,} B <= "
+        f"{TARGET_ARTEFACT_BYTES:,} B {verdict(r.size_target_met)}"
+    )
+    typer.echo(f"wrote {write_json(r, out)}")

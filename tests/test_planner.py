@@ -1,0 +1,336 @@
+"""The runtime planner: light imports, decisions equal to the env's observation path, and a
+clear error for every kind of bad input or damaged artefact."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import toy_model
+from edgerl.agents.base import Policy
+from edgerl.agents.planner import (
+    PLANNER_SCHEMA_VERSION,
+    Plan,
+    Planner,
+    PlannerError,
+    spec_digest,
+)
+from edgerl.envs.env import CollabInferenceEnv
+from edgerl.envs.observation import ObservationError
+from edgerl.experiments.cli import app
+from test_export import MASKED, analytic_run, artefact
+from typer.testing import CliRunner
+
+HEAVY = ("torch", "stable_baselines3", "sb3_contrib", "gymnasium", "simpy")
+
+
+@pytest.fixture(scope="session")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("planner-artefacts")
+
+
+@pytest.fixture
+def planner_dir(root, tmp_path) -> Path:
+    """A private copy of an exported toy planner (tests may damage it)."""
+    return Path(shutil.copytree(artefact(root), tmp_path / "planner"))
+
+
+@pytest.fixture
+def env() -> CollabInferenceEnv:
+    return CollabInferenceEnv(toy_model(MASKED), split="eval")
+
+
+def write_spec(d: Path, spec: dict) -> None:
+    """Write ``planner.json`` with a matching content checksum (to reach the checks behind it)."""
+    spec["content_sha256"] = spec_digest(spec)
+    (d / "planner.json").write_text(json.dumps(spec))
+
+
+def rewrite_spec(d: Path, **changes) -> None:
+    spec = json.loads((d / "planner.json").read_text())
+    spec.update(changes)
+    write_spec(d, spec)
+
+
+def set_policy_sha(d: Path) -> None:
+    spec = json.loads((d / "planner.json").read_text())
+    spec["policy"]["sha256"] = hashlib.sha256((d / "policy.onnx").read_bytes()).hexdigest()
+    write_spec(d, spec)
+
+
+# ----------------------------------------------------------------------------- imports
+
+
+def test_import_loads_no_heavy_module():
+    code = (
+        "import sys, edgerl.agents.planner\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_import_check_can_fail():
+    """The same probe reports a heavy module when one is imported (the check is live)."""
+    code = "import edgerl.envs.env, sys; assert 'gymnasium' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------- decisions
+
+
+def test_plan_equals_predict_on_env_observations(planner_dir, env):
+    planner = Planner.load(planner_dir)
+    assert isinstance(planner, Policy)
+    planner.bind(env)
+    seen = set()
+    for seed in range(3):
+        obs, _ = env.reset(seed=seed)
+        truncated = False
+        while not truncated:
+            state = env.raw_state_dict()
+            plan = planner.plan(state)
+            assert isinstance(plan, Plan)
+            assert np.array_equal(planner.observe(state), obs)  # same observation, bit for bit
+            assert plan.index == planner.predict(obs, env.action_masks())
+            assert plan.to_dict() == env.plans[plan.index].describe()
+            assert env.action_masks()[plan.index]
+            seen.add(plan.index)
+            obs, _, _, truncated, _ = env.step(plan.index)
+    assert seen
+
+
+def test_numpy_scalars_and_ints_are_accepted(planner_dir, env):
+    planner = Planner.load(planner_dir)
+    env.reset(seed=0)
+    state = env.raw_state_dict()
+    as_numpy = {k: np.float64(v) for k, v in state.items()}
+    as_int = {k: int(v) if float(v).is_integer() else v for k, v in state.items()}
+    assert planner.plan(as_numpy) == planner.plan(state) == planner.plan(as_int)
+
+
+def test_predict_applies_the_callers_mask_and_the_static_mask(planner_dir):
+    planner = Planner.load(planner_dir)
+    obs = np.full(len(planner.features), 0.3, dtype=np.float32)
+    allowed = np.flatnonzero(planner.static_mask)
+    forbidden = np.flatnonzero(~planner.static_mask)
+    assert forbidden.size  # the tight memory makes some plans infeasible
+    for only in allowed[:4]:
+        mask = np.zeros(len(planner.plans), dtype=bool)
+        mask[only] = True
+        assert planner.predict(obs, mask) == only
+        assert planner.predict(obs[None, :], mask[None, :]) == only
+    with pytest.raises(PlannerError, match="allows no action"):
+        mask = np.zeros(len(planner.plans), dtype=bool)
+        mask[forbidden[0]] = True  # allowed by the caller, forbidden by memory
+        planner.predict(obs, mask)
+
+
+# ----------------------------------------------------------------------------- bad state
+
+
+@pytest.fixture
+def state(env) -> dict:
+    env.reset(seed=0)
+    return env.raw_state_dict()
+
+
+def test_missing_field(planner_dir, state):
+    del state["uplink_mbps"]
+    with pytest.raises(ObservationError, match=r"missing \['uplink_mbps'\]"):
+        Planner.load(planner_dir).plan(state)
+
+
+def test_extra_field(planner_dir, state):
+    state["gpu_temp_c"] = 40.0
+    with pytest.raises(ObservationError, match=r"unexpected \['gpu_temp_c'\]"):
+        Planner.load(planner_dir).plan(state)
+
+
+@pytest.mark.parametrize("bad", ["7.5", None, True, [1.0], {"v": 1}])
+def test_wrong_type(planner_dir, state, bad):
+    state["deadline_ms"] = bad
+    with pytest.raises(ObservationError, match="'deadline_ms': expected a number"):
+        Planner.load(planner_dir).plan(state)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite(planner_dir, state, bad):
+    state["wan_mbps"] = bad
+    with pytest.raises(ObservationError, match="'wan_mbps': must be finite"):
+        Planner.load(planner_dir).plan(state)
+
+
+def test_wrong_observation_shape_and_values(planner_dir):
+    planner = Planner.load(planner_dir)
+    n = len(planner.features)
+    with pytest.raises(PlannerError, match=rf"shape \({n + 1},\), expected \({n},\)"):
+        planner.predict(np.zeros(n + 1, dtype=np.float32))
+    with pytest.raises(PlannerError, match="shape"):
+        planner.predict(np.zeros((2, n), dtype=np.float32))
+    with pytest.raises(PlannerError, match="non-finite"):
+        planner.predict(np.full(n, np.nan, dtype=np.float32))
+    with pytest.raises(PlannerError, match="action_mask has shape"):
+        planner.predict(np.zeros(n, dtype=np.float32), np.ones(3, dtype=bool))
+    with pytest.raises(PlannerError, match="deterministic"):
+        planner.predict(np.zeros(n, dtype=np.float32), deterministic=False)
+
+
+# ----------------------------------------------------------------------------- bad artefact
+
+
+def test_schema_version_mismatch(planner_dir):
+    rewrite_spec(planner_dir, schema_version=PLANNER_SCHEMA_VERSION + 1)
+    with pytest.raises(PlannerError, match="schema_version 2 is not supported"):
+        Planner.load(planner_dir)
+
+
+def test_tampered_onnx(planner_dir):
+    data = bytearray((planner_dir / "policy.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # flip one byte inside the weights
+    (planner_dir / "policy.onnx").write_bytes(bytes(data))
+    with pytest.raises(PlannerError, match=r"policy\.onnx: checksum mismatch"):
+        Planner.load(planner_dir)
+
+
+def test_garbage_onnx_with_matching_checksum(planner_dir):
+    (planner_dir / "policy.onnx").write_bytes(b"not an onnx graph")
+    set_policy_sha(planner_dir)
+    with pytest.raises(PlannerError, match="onnxruntime cannot load"):
+        Planner.load(planner_dir)
+
+
+def test_graph_of_another_scenario(root, planner_dir):
+    """A graph with other input/output shapes (36 plans instead of 21) is refused, even
+    with a consistent checksum."""
+    other = artefact_of_analytic(root)
+    shutil.copy(other / "policy.onnx", planner_dir / "policy.onnx")
+    set_policy_sha(planner_dir)
+    with pytest.raises(PlannerError, match=r"inputs of policy\.onnx do not match planner\.json"):
+        Planner.load(planner_dir)
+
+
+def artefact_of_analytic(root: Path) -> Path:
+    run = analytic_run(root)
+    out = run / "planner-for-planner-tests"
+    if not out.exists():
+        from edgerl.experiments.export import export_run
+
+        export_run(run, out)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kind": "something-else"}, "kind is 'something-else'"),
+        ({"static_mask": [True]}, "static_mask must be 21 booleans"),
+        ({"static_mask": [False] * 21}, "static_mask allows no action"),
+        ({"actions": []}, "decoding table is empty"),
+        ({"observation": {"features": [], "clip": 10.0}}, "must be non-empty"),
+    ],
+)
+def test_malformed_spec(planner_dir, change, message):
+    rewrite_spec(planner_dir, **change)
+    with pytest.raises(PlannerError, match=message):
+        Planner.load(planner_dir)
+
+
+def test_edited_decoding_table(planner_dir):
+    """Editing planner.json (here: swapping two plans' names) breaks its content checksum."""
+    spec = json.loads((planner_dir / "planner.json").read_text())
+    a, b = spec["actions"][0], spec["actions"][1]
+    a["name"], b["name"] = b["name"], a["name"]
+    (planner_dir / "planner.json").write_text(json.dumps(spec, indent=1))
+    with pytest.raises(PlannerError, match=r"content checksum mismatch.*edited after export"):
+        Planner.load(planner_dir)
+
+
+def test_reformatting_keeps_the_content_checksum(planner_dir):
+    spec = json.loads((planner_dir / "planner.json").read_text())
+    (planner_dir / "planner.json").write_text(json.dumps(spec, indent=4, sort_keys=True))
+    Planner.load(planner_dir)
+
+
+def test_spec_details_are_checked(planner_dir):
+    spec = json.loads((planner_dir / "planner.json").read_text())
+    spec["observation"]["clip"] = 5.0
+    write_spec(planner_dir, spec)
+    with pytest.raises(PlannerError, match=r"observation\.clip is 5\.0"):
+        Planner.load(planner_dir)
+    spec["observation"]["clip"] = 10.0
+    spec["actions"][3]["batch_size"] = "1"
+    write_spec(planner_dir, spec)
+    with pytest.raises(PlannerError, match=r"actions\[3\].batch_size: expected int"):
+        Planner.load(planner_dir)
+    spec["actions"][3]["batch_size"] = 1
+    del spec["actions"][3]["variant"]
+    write_spec(planner_dir, spec)
+    with pytest.raises(PlannerError, match=r"actions\[3\]: keys differ.*'variant'"):
+        Planner.load(planner_dir)
+
+
+def test_missing_files_and_bad_json(planner_dir, tmp_path):
+    with pytest.raises(PlannerError, match=r"planner\.json is missing"):
+        Planner.load(tmp_path)
+    (planner_dir / "planner.json").write_text("{not json")
+    with pytest.raises(PlannerError, match="cannot read JSON"):
+        Planner.load(planner_dir)
+    (planner_dir / "policy.onnx").unlink()
+    with pytest.raises(PlannerError, match=r"policy\.onnx is missing"):
+        Planner.load(planner_dir)
+
+
+def test_bind_refuses_another_scenario(planner_dir):
+    planner = Planner.load(planner_dir)
+    with pytest.raises(PlannerError, match="plan catalogue differs"):
+        planner.bind(CollabInferenceEnv(toy_model({"action_menu.batch_sizes": [1, 2], **MASKED})))
+    two_apps = [{"name": "cam", "deadline_ms": 200.0}, {"name": "mic", "deadline_ms": 100.0}]
+    with pytest.raises(PlannerError, match="observation spec differs"):
+        planner.bind(CollabInferenceEnv(toy_model({"workload.apps": two_apps, **MASKED})))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_plan(planner_dir, state, tmp_path):
+    runner = CliRunner()
+    f = tmp_path / "state.json"
+    f.write_text(json.dumps(state))
+    res = runner.invoke(app, ["plan", str(planner_dir), "--state", str(f)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output) == Planner.load(planner_dir).plan(state).to_dict()
+    res = runner.invoke(app, ["plan", str(planner_dir), "--state", "-"], input=json.dumps(state))
+    assert res.exit_code == 0 and json.loads(res.output)["index"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[1, 2]", "expected a JSON object"),
+        ("{", "not valid JSON"),
+        ('{"uplink_mbps": 1.0}', "missing"),
+    ],
+)
+def test_cli_plan_errors(planner_dir, tmp_path, text, message):
+    f = tmp_path / "state.json"
+    f.write_text(text)
+    res = CliRunner().invoke(app, ["plan", str(planner_dir), "--state", str(f)])
+    assert res.exit_code == 1
+    assert message in res.output
+
+
+def test_cli_plan_on_a_tampered_artefact(planner_dir, state, tmp_path):
+    with (planner_dir / "policy.onnx").open("ab") as fh:
+        fh.write(b"\0")
+    f = tmp_path / "state.json"
+    f.write_text(json.dumps(state))
+    res = CliRunner().invoke(app, ["plan", str(planner_dir), "--state", str(f)])
+    assert res.exit_code == 1 and "checksum mismatch" in res.output
