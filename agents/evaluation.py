@@ -1,0 +1,331 @@
+"""One evaluator for every policy: rollouts, per-request metrics, confidence intervals.
+
+Protocol (what ``edgerl evaluate`` and ``edgerl compare`` report):
+
+- Episodes run on the **held-out** traces (``split="eval"``) with ``record=True``; episode
+  ``i`` of evaluation seed ``k`` resets the env with ``derive_seeds(k, N, "eval")[i]``, so
+  every policy sees the same traces, trace offsets and arrival streams for a seed.
+- Per request (every request that *finished* within the horizon: completed or dropped;
+  requests still in flight at the horizon earn nothing in the env and are only counted as
+  ``unfinished``): utility, latency, SLO hit, accuracy, device energy, bytes sent (device
+  uplink + WAN, the bytes the reward charges), cache hit, raw input leaving the device.
+- A *unit* is one evaluation seed (its episodes pooled); with a single seed, each episode
+  is a unit. Per unit the metrics below are computed; across units we report the mean and a
+  95 % Student-t confidence interval ``mean ± t(0.975, n-1) * sd / sqrt(n)`` over the
+  per-unit values (undefined, reported as null, for one unit).
+
+Metric definitions (``METRICS``): latency statistics over completed requests; accuracy is
+the expected accuracy of the exit that answered (the env's reward uses it); ``correct_rate``
+the sampled correctness; SLO hit rate, energy, bytes, raw-input fraction over finished
+requests; cache hit rate over completed requests.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from edgerl.agents.base import Policy, derive_seeds
+from edgerl.envs.sim.build import ScenarioModel
+
+CI_LEVEL = 0.95
+EVAL_SEED_STREAM = "eval"
+#: Grid step of the recorded true bandwidth trace (for plots) [s].
+BANDWIDTH_GRID_S = 1.0
+US_PER_S = 1e6
+MS_PER_S = 1e3
+MJ_PER_J = 1e3
+PERCENTILES = (50, 95, 99)
+
+#: name -> (unit, description). Order is the table order.
+METRICS: dict[str, tuple[str, str]] = {
+    "utility_mean": ("utility/request", "mean utility per finished request (reward units)"),
+    "latency_mean_ms": ("ms", "mean latency of completed requests"),
+    "latency_p50_ms": ("ms", "median latency of completed requests"),
+    "latency_p95_ms": ("ms", "95th percentile latency of completed requests"),
+    "latency_p99_ms": ("ms", "99th percentile latency of completed requests"),
+    "slo_hit_rate": ("fraction", "finished requests completed within their deadline"),
+    "accuracy": ("fraction", "expected accuracy of the answering exit, completed requests"),
+    "correct_rate": ("fraction", "sampled correct answers among completed requests"),
+    "energy_mj_per_request": ("mJ", "device energy (compute + radio) per finished request"),
+    "bytes_per_request": ("bytes", "device uplink + WAN bytes per finished request"),
+    "cache_hit_rate": ("fraction", "completed requests answered from the edge cache"),
+    "raw_input_left_fraction": ("fraction", "finished requests whose raw input left the device"),
+    "completed_per_episode": ("requests", "completed requests per episode"),
+    "dropped_per_episode": ("requests", "dropped requests per episode"),
+    "unfinished_per_episode": ("requests", "requests still in flight at the horizon"),
+    "return_per_episode": ("utility", "sum of utilities per episode (the RL return)"),
+    "decision_time_us": ("us", "mean wall time of one predict() call"),
+}
+
+
+@dataclass
+class EpisodeLog:
+    """Everything recorded in one evaluation episode (arrays: one row per request)."""
+
+    seed: int
+    arrival_s: np.ndarray
+    finish_s: np.ndarray
+    completed: np.ndarray  # bool
+    latency_s: np.ndarray
+    deadline_s: np.ndarray
+    utility: np.ndarray
+    accuracy: np.ndarray
+    correct: np.ndarray
+    energy_j: np.ndarray
+    bytes_sent: np.ndarray
+    cache_hit: np.ndarray
+    raw_input_left: np.ndarray
+    plan_index: np.ndarray
+    decision_s: np.ndarray  # simulated time of each decision
+    decision_plan: np.ndarray
+    n_unfinished: int
+    ep_return: float
+    decision_wall_s: float
+    bandwidth_t_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    bandwidth_mbps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def n_decisions(self) -> int:
+        return len(self.decision_plan)
+
+
+def run_episode(
+    env: Any, policy: Policy, seed: int, deterministic: bool = True, record_bandwidth: bool = False
+) -> EpisodeLog:
+    """Run one episode of ``policy`` (already bound to ``env``); ``env`` must record."""
+    inner = env.unwrapped
+    if not inner.record:
+        raise ValueError("evaluation needs an env created with record=True")
+    obs, _ = env.reset(seed=seed)
+    reset = getattr(policy, "reset", None)
+    if reset is not None:
+        reset(seed=seed)
+    dec_t: list[float] = []
+    dec_a: list[int] = []
+    ret = 0.0
+    wall = 0.0
+    perf = time.perf_counter
+    while True:
+        mask = inner.action_masks()
+        t0 = perf()
+        a = policy.predict(obs, mask, deterministic)
+        wall += perf() - t0
+        dec_t.append(inner.sim.env.now)
+        dec_a.append(a)
+        obs, r, term, trunc, _ = env.step(a)
+        ret += r
+        if term or trunc:
+            break
+    sim = inner.sim
+    reqs = sim.finished
+    log = EpisodeLog(
+        seed=seed,
+        arrival_s=np.array([q.arrival_s for q in reqs]),
+        finish_s=np.array([q.finish_s for q in reqs]),
+        completed=np.array([q.status == "completed" for q in reqs], dtype=bool),
+        latency_s=np.array([q.latency_s for q in reqs]),
+        deadline_s=np.array([q.deadline_s for q in reqs]),
+        utility=np.array([q.utility for q in reqs]),
+        accuracy=np.array([q.accuracy for q in reqs]),
+        correct=np.array([q.correct for q in reqs], dtype=bool),
+        energy_j=np.array([q.energy_j for q in reqs]),
+        bytes_sent=np.array([q.bytes_uplink + q.bytes_wan for q in reqs], dtype=np.float64),
+        cache_hit=np.array([q.cache_hit for q in reqs], dtype=bool),
+        raw_input_left=np.array([q.raw_input_left for q in reqs], dtype=bool),
+        plan_index=np.array([q.plan_index for q in reqs], dtype=np.int64),
+        decision_s=np.array(dec_t),
+        decision_plan=np.array(dec_a, dtype=np.int64),
+        n_unfinished=int(sim.in_flight),
+        ep_return=float(ret),
+        decision_wall_s=wall,
+    )
+    if record_bandwidth:
+        bw = sim.devices[0].uplink.bandwidth
+        grid = np.arange(0.0, inner.cfg.horizon_s, BANDWIDTH_GRID_S)
+        log.bandwidth_t_s = grid
+        log.bandwidth_mbps = np.array([bw.mean_mbps(t, t + BANDWIDTH_GRID_S) for t in grid])
+    return log
+
+
+def _nanmean(x: np.ndarray) -> float:
+    return float(np.mean(x)) if x.size else float("nan")
+
+
+def unit_metrics(logs: Sequence[EpisodeLog]) -> dict[str, float]:
+    """The metrics of one unit (its episodes pooled), keyed as in ``METRICS``."""
+    cat = {
+        k: np.concatenate([getattr(lg, k) for lg in logs])
+        for k in (
+            "completed",
+            "latency_s",
+            "deadline_s",
+            "utility",
+            "accuracy",
+            "correct",
+            "energy_j",
+            "bytes_sent",
+            "cache_hit",
+            "raw_input_left",
+        )
+    }
+    done = cat["completed"]
+    lat_ms = cat["latency_s"][done] * MS_PER_S
+    slo = done & (cat["latency_s"] <= cat["deadline_s"])
+    n_ep = len(logs)
+    n_dec = sum(lg.n_decisions for lg in logs)
+    out = {
+        "utility_mean": _nanmean(cat["utility"]),
+        "latency_mean_ms": _nanmean(lat_ms),
+        **{
+            f"latency_p{q}_ms": float(np.percentile(lat_ms, q)) if lat_ms.size else float("nan")
+            for q in PERCENTILES
+        },
+        "slo_hit_rate": _nanmean(slo.astype(float)),
+        "accuracy": _nanmean(cat["accuracy"][done]),
+        "correct_rate": _nanmean(cat["correct"][done].astype(float)),
+        "energy_mj_per_request": _nanmean(cat["energy_j"]) * MJ_PER_J,
+        "bytes_per_request": _nanmean(cat["bytes_sent"]),
+        "cache_hit_rate": _nanmean(cat["cache_hit"][done].astype(float)),
+        "raw_input_left_fraction": _nanmean(cat["raw_input_left"].astype(float)),
+        "completed_per_episode": float(done.sum()) / n_ep,
+        "dropped_per_episode": float((~done).sum()) / n_ep,
+        "unfinished_per_episode": float(sum(lg.n_unfinished for lg in logs)) / n_ep,
+        "return_per_episode": float(np.mean([lg.ep_return for lg in logs])),
+        "decision_time_us": sum(lg.decision_wall_s for lg in logs) / max(n_dec, 1) * US_PER_S,
+    }
+    return out
+
+
+def t_interval(
+    values: Sequence[float], level: float = CI_LEVEL
+) -> tuple[float, float | None, float | None]:
+    """(mean, low, high) of a Student-t confidence interval; bounds None for < 2 values."""
+    x = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if x.size == 0:
+        return float("nan"), None, None
+    mean = float(x.mean())
+    if x.size < 2:  # noqa: PLR2004 (a spread needs two values)
+        return mean, None, None
+    from scipy.stats import t as student_t
+
+    half = float(student_t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return mean, mean - half, mean + half
+
+
+@dataclass
+class PolicyEvaluation:
+    """All episodes of one policy, grouped by evaluation seed, and the aggregated metrics."""
+
+    label: str
+    description: dict[str, Any]
+    seeds: list[int]
+    episodes: int
+    logs: dict[int, list[EpisodeLog]]  # seed -> its episodes
+    wall_time_s: float
+
+    @property
+    def unit(self) -> str:
+        return "seed" if len(self.seeds) > 1 else "episode"
+
+    def units(self) -> list[list[EpisodeLog]]:
+        if len(self.seeds) > 1:
+            return [self.logs[s] for s in self.seeds]
+        return [[lg] for lg in self.logs[self.seeds[0]]]
+
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        per_unit = [unit_metrics(u) for u in self.units()]
+        out: dict[str, dict[str, Any]] = {}
+        for name, (unit, _desc) in METRICS.items():
+            vals = [m[name] for m in per_unit]
+            mean, lo, hi = t_interval(vals)
+            out[name] = {
+                "mean": mean,
+                "ci95": [lo, hi] if lo is not None else None,
+                "unit": unit,
+                "per_unit": vals,
+            }
+        return out
+
+    def all_logs(self) -> list[EpisodeLog]:
+        return [lg for s in self.seeds for lg in self.logs[s]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.label,
+            "description": self.description,
+            "seeds": self.seeds,
+            "episodes_per_seed": self.episodes,
+            "ci_unit": self.unit,
+            "n_units": len(self.units()),
+            "wall_time_s": self.wall_time_s,
+            "metrics": self.metrics(),
+        }
+
+
+def make_eval_env(model: ScenarioModel, horizon_s: float | None = None) -> Any:
+    """A recording env on the held-out split, optionally with a shorter horizon."""
+    import dataclasses
+
+    from edgerl.envs.env import CollabInferenceEnv
+
+    if horizon_s is not None and horizon_s < model.cfg.horizon_s:
+        model = dataclasses.replace(model, cfg=dataclasses.replace(model.cfg, horizon_s=horizon_s))
+    return CollabInferenceEnv(model, split="eval", record=True)
+
+
+def evaluate(
+    model: ScenarioModel,
+    policy: Policy,
+    seeds: Sequence[int],
+    episodes: int,
+    *,
+    label: str | None = None,
+    horizon_s: float | None = None,
+    deterministic: bool = True,
+    record_bandwidth: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> PolicyEvaluation:
+    """Evaluate ``policy`` on the held-out traces of ``model`` (see the module docstring).
+
+    Args:
+        model: the scenario.
+        policy: any :class:`Policy`; its ``bind(env)`` is called if it has one.
+        seeds: evaluation seeds (units of the confidence interval when more than one).
+        episodes: episodes per seed.
+        label: name in the results (default ``policy.name``).
+        horizon_s: truncate episodes earlier than the scenario's horizon (budgeted runs).
+        deterministic: deterministic actions for learned policies.
+        record_bandwidth: keep the true uplink trace of device 0 (plots) for the first
+            episode of each seed.
+        progress: called with a short message after every episode.
+    """
+    if episodes < 1 or not seeds:
+        raise ValueError("need at least one seed and one episode")
+    env = make_eval_env(model, horizon_s)
+    bind = getattr(policy, "bind", None)
+    if bind is not None:
+        bind(env)
+    t0 = time.perf_counter()
+    logs: dict[int, list[EpisodeLog]] = {}
+    name = str(label or getattr(policy, "name", type(policy).__name__))
+    for s in seeds:
+        ep_seeds = derive_seeds(s, episodes, EVAL_SEED_STREAM)
+        logs[s] = []
+        for i, es in enumerate(ep_seeds):
+            logs[s].append(run_episode(env, policy, es, deterministic, record_bandwidth and i == 0))
+            if progress is not None:
+                progress(f"{name}: seed {s} episode {i + 1}/{episodes}")
+    describe = getattr(policy, "describe", None)
+    return PolicyEvaluation(
+        label=name,
+        description=describe() if describe is not None else {"name": name},
+        seeds=list(seeds),
+        episodes=episodes,
+        logs=logs,
+        wall_time_s=time.perf_counter() - t0,
+    )

@@ -1,0 +1,287 @@
+"""CLI: ``edgerl train``, ``edgerl evaluate``, ``edgerl compare``, ``edgerl demo``,
+``edgerl bench agents``. Thin wrappers over the experiment scripts (heavy imports inside)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from edgerl.experiments.cli import app, bench_app
+
+#: Token of --policies that expands to every baseline.
+ALL_BASELINES = "baselines"
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Known user errors -> one red line and exit code 2 (no traceback)."""
+    from edgerl.agents.baselines import UnknownBaselineError
+    from edgerl.agents.hyperparams import HyperparamError
+    from edgerl.agents.rundir import RunDirError
+    from edgerl.envs.config import ConfigError
+    from edgerl.experiments.evaluate import PolicySpecError
+    from edgerl.experiments.train import RunExistsError
+    from edgerl.profiles import ProfileError
+
+    known = (
+        ConfigError,
+        RunDirError,
+        UnknownBaselineError,
+        PolicySpecError,
+        HyperparamError,
+        RunExistsError,
+        ProfileError,
+    )
+    try:
+        yield
+    except known as exc:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _split(values: Sequence[str]) -> list[str]:
+    return [v.strip() for s in values for v in s.split(",") if v.strip()]
+
+
+def _policy_specs(values: Sequence[str]) -> tuple[str, ...]:
+    from edgerl.agents.baselines import list_baselines
+
+    out: list[str] = []
+    for v in _split(values):
+        out += [f"baseline:{b}" for b in list_baselines()] if v == ALL_BASELINES else [v]
+    return tuple(out)
+
+
+def _seeds(values: Sequence[str]) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in _split(values))
+    except ValueError as exc:
+        raise typer.BadParameter(f"seeds must be integers: {exc}") from exc
+
+
+def _search(episodes: int, horizon_s: float, max_wall_s: float, workers: int, seed: int) -> Any:
+    from edgerl.agents.best_fixed import SearchConfig
+
+    return SearchConfig(
+        episodes=episodes,
+        screen_episodes=1,
+        horizon_s=horizon_s,
+        max_wall_s=max_wall_s,
+        workers=workers,
+        seed=seed,
+    )
+
+
+def _progress_printer() -> Callable[[str], None]:
+    def show(msg: str) -> None:
+        print(f"  {msg}", file=sys.stderr, flush=True)
+
+    return show
+
+
+# --------------------------------------------------------------------------- train
+
+
+@app.command()
+def train(
+    scenario: str = typer.Option("lte-dynamic", help="scenario name or YAML path"),
+    algo: str = typer.Option("maskable_ppo", help="maskable_ppo | ppo | a2c | dqn"),
+    timesteps: int = typer.Option(None, help="total env steps (default: the hyperparameter file)"),
+    seed: int = typer.Option(0, help="training seed"),
+    out: Path = typer.Option(None, help="run directory (default runs/<run id>)"),
+    n_envs: int = typer.Option(None, help="parallel envs (default: the hyperparameter file)"),
+    vec_env: str = typer.Option(None, help="dummy | subproc"),
+    hp: list[str] = typer.Option([], "--hp", help="hyperparameter override key=value (repeat)"),
+    hyperparams: Path = typer.Option(None, help="hyperparameter YAML instead of the shipped one"),
+    overwrite: bool = typer.Option(False, help="replace an existing run directory"),
+    progress: bool = typer.Option(True, help="rich progress bar"),
+) -> None:
+    """Train an agent; writes RUN_DIR (run.json, model.zip, best_model.zip, curves, tb/)."""
+    from edgerl.experiments.train import TrainConfig
+    from edgerl.experiments.train import train as run_train
+
+    with _clear_errors():
+        res = run_train(
+            TrainConfig(
+                scenario=scenario,
+                algo=algo,
+                timesteps=timesteps,
+                seed=seed,
+                out=out,
+                n_envs=n_envs,
+                vec_env=vec_env,
+                hp=tuple(hp),
+                hyperparams_file=hyperparams,
+                overwrite=overwrite,
+                progress_bar=progress,
+            )
+        )
+    print(f"run directory: {res.run_dir}")
+    print(
+        f"wall time {res.wall_time_s:.1f} s, env {res.env_time_s:.1f} s "
+        f"({100 * res.env_share:.0f} %), held-out evaluations {res.eval_time_s:.1f} s; "
+        f"best held-out utility/request {res.best_eval_utility:.4f}"
+    )
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+@app.command()
+def evaluate(
+    scenario: str = typer.Option("lte-dynamic", help="scenario name or YAML path"),
+    policy: list[str] = typer.Option(..., help="RUN_DIR | baseline:NAME | planner:DIR (repeat)"),
+    episodes: int = typer.Option(3, help="episodes per seed"),
+    seed: list[str] = typer.Option(["0"], help="evaluation seed(s) (repeat or comma-separate)"),
+    json_out: Path = typer.Option(None, "--json", help="write the metrics here"),
+    which: str = typer.Option("best", help="best | final model of run directories"),
+    horizon_s: float = typer.Option(None, help="shorter episodes than the scenario's horizon"),
+    latency_source: str = typer.Option(
+        "regression", help="Neurosurgeon/Edgent: regression | profile"
+    ),
+    cache_dir: Path = typer.Option(None, help="best-fixed search cache (default: next to --json)"),
+    search_episodes: int = typer.Option(3, help="best-fixed: episodes per finalist"),
+    search_horizon_s: float = typer.Option(60.0, help="best-fixed: simulated s per episode"),
+    search_max_wall_s: float = typer.Option(600.0, help="best-fixed: wall-time bound"),
+    search_workers: int = typer.Option(1, help="best-fixed: worker processes"),
+) -> None:
+    """Evaluate policies on the held-out traces; print a table, write JSON."""
+    from edgerl.experiments.compare import rich_table
+    from edgerl.experiments.evaluate import EvalConfig, run_evaluation, write_json
+    from rich.console import Console
+
+    if which not in ("best", "final"):
+        raise typer.BadParameter("--which must be best or final")
+    with _clear_errors():
+        cfg = EvalConfig(
+            scenario=scenario,
+            policies=_policy_specs(policy),
+            seeds=_seeds(seed),
+            episodes=episodes,
+            horizon_s=horizon_s,
+            which=which,
+            cache_dir=cache_dir or (json_out.parent if json_out else None),
+            search=_search(search_episodes, search_horizon_s, search_max_wall_s, search_workers, 0),
+            latency_source=latency_source,
+        )
+        doc, _ = run_evaluation(cfg, _progress_printer())
+    Console(width=220).print(rich_table(doc))
+    if json_out is not None:
+        print(f"wrote {write_json(doc, json_out)}")
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@app.command()
+def compare(
+    scenario: str = typer.Option("lte-dynamic", help="scenario name or YAML path"),
+    policies: list[str] = typer.Option(
+        [ALL_BASELINES],
+        help=f"comma-separated RUN_DIR | baseline:NAME | planner:DIR; '{ALL_BASELINES}' = all",
+    ),
+    seeds: list[str] = typer.Option(["0,1,2"], help="evaluation seeds, comma-separated"),
+    episodes: int = typer.Option(1, help="episodes per seed"),
+    horizon_s: float = typer.Option(None, help="shorter episodes than the scenario's horizon"),
+    out: Path = typer.Option(
+        None, help="output directory (default runs/compare/<scenario>-<time>)"
+    ),
+    which: str = typer.Option("best", help="best | final model of run directories"),
+    latency_source: str = typer.Option(
+        "regression", help="Neurosurgeon/Edgent: regression | profile"
+    ),
+    search_episodes: int = typer.Option(3, help="best-fixed: episodes per finalist"),
+    search_horizon_s: float = typer.Option(60.0, help="best-fixed: simulated s per episode"),
+    search_max_wall_s: float = typer.Option(600.0, help="best-fixed: wall-time bound"),
+    search_workers: int = typer.Option(1, help="best-fixed: worker processes"),
+    plots: bool = typer.Option(True, help="write the PNG plots"),
+) -> None:
+    """Compare policies on held-out traces: table (rich/CSV/JSON/Markdown) and PNG plots."""
+    from edgerl.experiments.compare import CompareConfig, rich_table
+    from edgerl.experiments.compare import compare as run_compare
+    from rich.console import Console
+
+    if which not in ("best", "final"):
+        raise typer.BadParameter("--which must be best or final")
+    with _clear_errors():
+        res = run_compare(
+            CompareConfig(
+                scenario=scenario,
+                policies=_policy_specs(policies),
+                seeds=_seeds(seeds),
+                episodes=episodes,
+                horizon_s=horizon_s,
+                out=out,
+                which=which,
+                search=_search(
+                    search_episodes, search_horizon_s, search_max_wall_s, search_workers, 0
+                ),
+                latency_source=latency_source,
+                plots=plots,
+            ),
+            _progress_printer(),
+        )
+    Console(width=220).print(rich_table(res.doc))
+    print(f"wrote {len(res.files)} files to {res.out} in {res.wall_time_s:.1f} s")
+
+
+# --------------------------------------------------------------------------- demo / bench
+
+
+@app.command()
+def demo(
+    timesteps: int = typer.Option(None, help="training steps (default: the demo's budget)"),
+    out: Path = typer.Option(Path("runs/demo"), help="where the demo writes its runs"),
+    seed: int = typer.Option(0, help="training seed"),
+) -> None:
+    """Train MaskablePPO on lte-dynamic briefly, compare with every baseline, plot."""
+    from edgerl.experiments.demo import DemoConfig, run_demo
+
+    with _clear_errors():
+        cfg = DemoConfig(out=out, seed=seed)
+        if timesteps is not None:
+            cfg.timesteps = timesteps
+        run_demo(cfg)
+
+
+@bench_app.command("agents")
+def bench_agents(
+    scenarios: str = typer.Option("lte-dynamic,hsdpa-mobile", help="comma-separated"),
+    algos: str = typer.Option("maskable_ppo", help="learned algorithms, comma-separated"),
+    train_seeds: str = typer.Option("0,1,2", help="training seeds, comma-separated"),
+    timesteps: int = typer.Option(200_000, help="training steps per run"),
+    eval_seeds: str = typer.Option("100,101,102", help="evaluation seeds, comma-separated"),
+    episodes: int = typer.Option(1, help="held-out episodes per evaluation seed"),
+    horizon_s: float = typer.Option(None, help="shorter evaluation episodes"),
+    out: Path = typer.Option(Path("bench/agents.json"), help="JSON result file"),
+    runs_dir: Path = typer.Option(Path("runs/bench"), help="where the training runs go"),
+    reuse: bool = typer.Option(True, help="reuse finished runs of the same configuration"),
+    which: str = typer.Option("final", help="model used for the targets: final | best"),
+    search_max_wall_s: float = typer.Option(600.0, help="best-fixed: wall-time bound"),
+) -> None:
+    """Quality targets: best learned agent vs clairvoyant, Edgent, best fixed (JSON)."""
+    from edgerl.experiments.bench_agents import BenchConfig, run_bench
+
+    with _clear_errors():
+        run_bench(
+            BenchConfig(
+                scenarios=tuple(_split([scenarios])),
+                algos=tuple(_split([algos])),
+                train_seeds=_seeds([train_seeds]),
+                timesteps=timesteps,
+                eval_seeds=_seeds([eval_seeds]),
+                episodes=episodes,
+                horizon_s=horizon_s,
+                out=out,
+                runs_dir=runs_dir,
+                reuse=reuse,
+                which=which,
+                search=_search(3, 60.0, search_max_wall_s, 1, 0),
+            )
+        )

@@ -1,0 +1,89 @@
+"""Provenance of a run: git commit, package versions, run ids, timestamps, the command line."""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from edgerl.envs.sim.build import ScenarioModel, scenario_model
+
+#: Distribution names whose versions every run records (run.json "versions").
+PACKAGES = {
+    "torch": "torch",
+    "sb3": "stable-baselines3",
+    "sb3_contrib": "sb3-contrib",
+    "gymnasium": "gymnasium",
+    "numpy": "numpy",
+    "edgerl": "edgerl",
+}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GIT_TIMEOUT_S = 10.0
+
+
+def git_commit(repo: Path = REPO_ROOT) -> str:
+    """``<sha>`` of HEAD, ``<sha>-dirty`` with uncommitted changes, ``unknown`` without git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def versions() -> dict[str, str]:
+    """Python and the key package versions (``"not installed"`` when absent)."""
+    out = {"python": platform.python_version()}
+    for key, dist in PACKAGES.items():
+        try:
+            out[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[key] = "not installed"
+    return out
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run_id(algo: str, scenario: str, seed: int) -> str:
+    """``<UTC timestamp>-<scenario>-<algo>-s<seed>`` (sortable, unique per second)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(scenario).stem)
+    return f"{stamp}-{safe}-{algo}-s{seed}"
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def resolve_scenario(spec: object) -> tuple[ScenarioModel, str]:
+    """A scenario name, YAML path or in-memory :class:`ScenarioModel` -> (model, its label).
+
+    Raises:
+        edgerl.envs.config.ConfigError: unknown scenario name (the message lists the shipped
+            ones) or an invalid scenario file.
+    """
+    if isinstance(spec, ScenarioModel):
+        return spec, spec.cfg.name
+    if not isinstance(spec, str | Path):
+        raise TypeError(f"scenario must be a name, a path or a ScenarioModel, got {spec!r}")
+    return scenario_model(str(spec)), str(spec)
