@@ -17,8 +17,8 @@ fixed per-call overhead (operator dispatch). The activation size is the larger o
 bytes and the unit's measured peak activation memory (``peak_activation_bytes`` of the profile,
 at batch 1) when it is known: a unit's internal tensors (e.g. the 6x expanded tensor inside a
 MobileNetV2 block) can be much larger than what enters and leaves it, and on the measured
-profiles this cut the held-out error (leave-one-family-out MAPE 57 % -> 54 %, R^2 0.39 -> 0.51
-on cpu-epyc-1t; see the report of issue 3). The fit minimises the squared *relative* error
+profiles of the first cpu-epyc-1t profiling pass this cut the held-out error (leave-one-family-out
+MAPE 57 % -> 54 %, R^2 0.39 -> 0.51). The fit minimises the squared *relative* error
 (rows weighted by 1 / measured latency), because latencies of units span four orders of
 magnitude and a plain least-squares fit would only care about the largest units. The
 alternative ``form="loglinear"`` (ordinary least squares on

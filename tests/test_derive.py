@@ -42,13 +42,15 @@ def make_profile(
     derived: bool = False,
     scale: float = 1.0,
     dw: bool = True,
+    dw_scale: float = 1.0,
 ) -> LayerProfile:
     """A 3-unit, 2-exit schema-valid profile with host-like latencies (linear in batch)."""
     units = []
     spec = [("conv", 4e8, 40_000, 800_000), ("depthwise" if dw else "conv", 2e7, 5_000, 400_000),
             ("linear", 8e7, 40_000_000, 16_000)]  # fmt: skip
     for i, (lt, flops, params, out_b) in enumerate(spec):
-        lat = [scale * (0.05 + b * (flops / 4e10 + out_b / 1e10) * 1e3 + params / 1e10 * 1e3)
+        k = scale * (dw_scale if lt == "depthwise" else 1.0)
+        lat = [k * (0.05 + b * (flops / 4e10 + out_b / 1e10) * 1e3 + params / 1e10 * 1e3)
                for b in BATCHES]  # fmt: skip
         units.append({
             "name": f"u{i}", "layer_type": lt, "flops": flops, "params_bytes": params,
@@ -352,9 +354,10 @@ def test_derive_cli_writes_rpi_profiles_and_keeps_measured_ones(tmp_path: Any) -
     from typer.testing import CliRunner
 
     data = tmp_path / "data"
-    src = make_profile(model="resnet18_me", hardware="cpu-epyc-1t", dw=False)
+    src = make_profile(model="resnet18_me", hardware="cpu-epyc-1t", dw=False, scale=0.2)
     save_profile(src, data / "resnet18_me" / "fp32" / "cpu-epyc-1t.json")
-    mbv2 = make_profile(model="mobilenetv2_me", hardware="cpu-epyc-1t")
+    # depthwise-heavy, like the real one, so its group can be calibrated on the real table
+    mbv2 = make_profile(model="mobilenetv2_me", hardware="cpu-epyc-1t", scale=0.2, dw_scale=100.0)
     save_profile(mbv2, data / "mobilenetv2_me" / "fp32" / "cpu-epyc-1t.json")
     args = ["derive", "--to", "device-rpi4", "--data-dir", str(data)]
     res = CliRunner().invoke(app, args)
