@@ -3,14 +3,13 @@ analytic toy matches its closed form on the measured profiles."""
 
 from __future__ import annotations
 
+import edgerl.envs.registration as registration
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
-
-import edgerl.envs.registration as registration
 from edgerl.envs.config import list_scenarios, load_scenario
 from edgerl.envs.sim.build import build_simulator, scenario_model
+from gymnasium.utils.env_checker import check_env
 
 SCENARIOS = list_scenarios()
 
