@@ -3,8 +3,8 @@
 1. Train MaskablePPO on ``lte-dynamic`` for a short budget (``DemoConfig.timesteps``).
 2. Compare it with every baseline on the held-out traces (same seeds and episodes for all),
    print the table, write CSV/JSON/Markdown and the PNG plots under ``runs/demo/compare``.
-3. Export the planner and print one example plan (issue 6; the hook at the end runs it when
-   ``edgerl.experiments.export`` exists).
+3. Export the trained policy to a runtime planner (``RUN_DIR/planner``), check its parity
+   with the SB3 policy on held-out observations and print one example plan.
 
 The budget is sized to finish in about 10 minutes on 2 CPU cores (measured wall times are
 printed and saved in ``runs/demo/demo_summary.json``). A short training run is a demo, not
@@ -48,6 +48,7 @@ class DemoConfig:
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from edgerl.experiments.compare import CompareConfig, compare, rich_table
+    from edgerl.experiments.export import export_and_show
     from edgerl.experiments.train import TrainConfig, train
     from rich.console import Console
 
@@ -114,19 +115,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         f"{cmp.wall_time_s:.0f} s); summary in {cfg.out / 'demo_summary.json'}"
     )
 
-    # ---- 3/3 EXPORT HOOK (issue 6, owned by the export helper) ---------------------------
-    # `edgerl.experiments.export.export_and_show(run_dir)` exports the planner of the run
-    # trained above and prints one example plan. Nothing else is coordinated here.
-    try:
-        from edgerl.experiments.export import (  # type: ignore[import-not-found, unused-ignore]
-            export_and_show,
-        )
-    except ImportError:
-        console.print("3/3 export: edgerl.experiments.export is not available yet; skipped")
-    else:
-        console.rule("[bold]3/3 export the planner")
-        export_and_show(run_dir)
-    # ---- end of the export hook -------------------------------------------------------------
+    console.rule("[bold]3/3 export the planner")
+    export_and_show(run_dir)
     return summary
 
 
