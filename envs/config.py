@@ -190,6 +190,11 @@ class RewardConfig:
     privacy: float = 0.0  # per request whose raw input left the device
     drop: float = 2.0  # per dropped request
     accuracy_mode: Literal["expected", "sampled"] = "expected"
+    # The latency part saturates here: -latency_per_s * min(latency_s, latency_cap_s). A result
+    # this late is worth no less than one a little later; without a cap one overloaded queue
+    # makes per-request penalties unbounded (tens of seconds), which dominates RL returns.
+    # None: no cap. Metrics always report the true latency.
+    latency_cap_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +223,8 @@ class ScenarioConfig:
         for name in ("access_rtt_ms", "wan_rtt_ms", "bandwidth_window_s"):
             if getattr(self.network, name) < 0:
                 raise ConfigError(f"{w}: network.{name} must be >= 0")
+        if self.reward.latency_cap_s is not None:
+            _positive(w, "reward.latency_cap_s", self.reward.latency_cap_s)
         if self.edge.max_batch_wait_ms < 0:
             raise ConfigError(f"{w}: edge.max_batch_wait_ms must be >= 0")
         if self.edge.cache_capacity < 0 or self.edge.queue_capacity < 1:

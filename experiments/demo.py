@@ -30,7 +30,7 @@ class DemoConfig:
 
     scenario: str = "lte-dynamic"
     algo: str = "maskable_ppo"
-    timesteps: int = 60_000
+    timesteps: int = 100_000
     seed: int = 0
     out: Path = Path("runs/demo")
     n_envs: int = 4

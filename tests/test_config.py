@@ -59,6 +59,8 @@ def test_toy_config_is_valid():
             r"not one of model\.variants",
         ),
         ("horizon_s", float("nan"), r"horizon_s: expected a number"),
+        ("reward", {"latency_cap_s": 0.0}, r"reward\.latency_cap_s must be > 0"),
+        ("reward", {"latency_cap_s": "2 s"}, r"reward\.latency_cap_s: expected a number"),
     ],
 )
 def test_bad_values_name_the_key(dotted, value, message):

@@ -378,3 +378,29 @@ def test_predict_outcome_sees_queues_and_future_bandwidth():
     done = next(r for r in sim.finished if r.id == req.id)
     assert out.latency_s == pytest.approx(done.latency_s)
     assert out.latency_s > local.device_s + 0.02
+
+
+def test_latency_cap_bounds_the_latency_part_only():
+    """reward.latency_cap_s saturates the latency penalty; metrics keep the true latency,
+    and the what-if prediction charges the same capped penalty."""
+    cap_s = 0.05
+    capped = toy_model({"reward": {"latency_per_s": 2.0, "latency_cap_s": cap_s}})
+    plain = toy_model({"reward": {"latency_per_s": 2.0}})
+    slow = max(capped.plans, key=closed_form_latency_s)
+    fast = min(capped.plans, key=closed_form_latency_s)
+    assert closed_form_latency_s(slow) > cap_s > closed_form_latency_s(fast)
+    for p, expected_charge_s in ((slow, cap_s), (fast, closed_form_latency_s(fast))):
+        done = {}
+        for label, model in (("capped", capped), ("plain", plain)):
+            sim = build_simulator(model, np.random.default_rng(0), record=True)
+            req = sim.next_decision()
+            assert req is not None
+            predicted = sim.predict_outcome(req, model.plans[p.index])
+            run_first_request(sim, p.index)
+            done[label] = next(r for r in sim.finished if r.id == 0)
+            assert predicted.utility == pytest.approx(done[label].utility, rel=1e-9)
+        a, b = done["capped"], done["plain"]
+        assert a.latency_s == pytest.approx(b.latency_s) == pytest.approx(closed_form_latency_s(p))
+        assert a.parts[1] == pytest.approx(-2.0 * expected_charge_s)
+        assert a.parts[0] == b.parts[0] and a.parts[3] == b.parts[3]
+        assert b.parts[1] == pytest.approx(-2.0 * b.latency_s)

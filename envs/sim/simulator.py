@@ -472,7 +472,7 @@ class Simulator:
         dev.energy_used_j += req.energy_j
         parts = (
             w.accuracy * acc,
-            -w.latency_per_s * latency_s,
+            -w.latency_per_s * self._capped(latency_s),
             -w.energy_per_j * req.energy_j,
             -w.slo_miss * (latency_s > req.deadline_s),
             -w.bytes_per_mb * (req.bytes_uplink + req.bytes_wan) / MB,
@@ -587,6 +587,11 @@ class Simulator:
             req, t, energy_j, bytes_up, wan_bytes, accuracy, plan.raw_input_leaves, ""
         )
 
+    def _capped(self, latency_s: float) -> float:
+        """The latency the reward charges (``reward.latency_cap_s``, if set, bounds it)."""
+        cap = self.w.latency_cap_s
+        return latency_s if cap is None or latency_s < cap else cap
+
     def _outcome(
         self,
         req: Request,
@@ -605,7 +610,7 @@ class Simulator:
         else:
             utility = (
                 w.accuracy * accuracy
-                - w.latency_per_s * latency_s
+                - w.latency_per_s * self._capped(latency_s)
                 - w.energy_per_j * energy_j
                 - w.slo_miss * (latency_s > req.deadline_s)
                 - w.bytes_per_mb * (bytes_up + bytes_wan) / MB
