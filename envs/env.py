@@ -75,8 +75,9 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
     ## Rewards
 
     The sum of the utilities of the requests that finished since the previous step:
-    ``w_acc * accuracy - w_lat * latency_s - w_energy * energy_j - w_slo * missed
-    - w_bytes * MB_sent - w_priv * raw_input_left``, and ``-w_drop`` per dropped request.
+    ``w_acc * accuracy - w_lat * min(latency_s, latency_cap_s) - w_energy * energy_j
+    - w_slo * missed - w_bytes * MB_sent - w_priv * raw_input_left``, and ``-w_drop`` per
+    dropped request (``latency_cap_s``: optional, none by default).
     The weighted parts are in ``info["reward_parts"]``; weights in the scenario's ``reward``.
 
     ## Episode End
@@ -86,7 +87,7 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Arguments
 
-    ``gym.make("edgerl/CollabInference-v0", scenario="lte-dynamic", split="train")``;
+    ``gym.make("edgerl/CollabInference-v1", scenario="lte-dynamic", split="train")``;
     ``scenario``: a shipped scenario name, a YAML path or a :class:`ScenarioConfig`;
     ``split``: ``"train"`` or ``"eval"`` traces (held-out evaluation);
     ``record``: keep every finished request in ``env.unwrapped.sim.finished``.
@@ -94,6 +95,8 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
     ## Version History
 
     * v0: initial version.
+    * v1: ``reward.latency_cap_s`` (the latency penalty may saturate); ``lte-dynamic`` and
+      ``hsdpa-mobile`` set it, so their rewards differ from v0.
 
     ## References
 

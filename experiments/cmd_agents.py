@@ -240,7 +240,7 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="where the demo writes its runs"),
     seed: int = typer.Option(0, help="training seed"),
 ) -> None:
-    """Train MaskablePPO on lte-dynamic briefly, compare with every baseline, plot."""
+    """Train MaskablePPO on lte-dynamic briefly, compare with every baseline, plot, export."""
     from edgerl.experiments.demo import DemoConfig, run_demo
 
     with _clear_errors():
