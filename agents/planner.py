@@ -226,7 +226,6 @@ class Planner:
         self._obs = np.zeros((1, n_feat), dtype=np.float32)
         self._static_row = static_mask.reshape(1, n_act).copy()
         self._mask = np.zeros((1, n_act), dtype=bool)
-        self._feed_plan = {OBS_INPUT: self._obs, MASK_INPUT: self._static_row}
         self._feed_predict = {OBS_INPUT: self._obs, MASK_INPUT: self._mask}
         self._outputs = [ACTION_OUTPUT]
         # plan(): inputs and output are bound once to these buffers (zero-copy), so a call is
