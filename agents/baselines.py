@@ -19,6 +19,30 @@ smallest batch size and ``none`` when offered; otherwise the closest offered val
 the memory mask forbids are never chosen. Where a baseline's exact plan is not in the
 catalogue (restricted menu, memory), the closest feasible plan is taken by the documented
 rule of :func:`closest_plan` and ``describe()["exact"]`` is False.
+
+Which knobs each baseline may turn, and why (reviewed for handicaps: a knob a baseline could
+use by its own logic but was denied):
+
+==================  ==================  ===========  ===========  ======  =====  ==============
+baseline            variant             exit         cuts         batch   cache  knows
+==================  ==================  ===========  ===========  ======  =====  ==============
+device/edge/cloud   reference           final        one tier     1       none   nothing
+neurosurgeon        reference           final        dev-edge     1       none   observation
+edgent              all (accuracy lvl)  all          dev-edge     1       none   observation
+edgent-fp32         reference           all          dev-edge     1       none   observation
+best-fixed          all                 all          all          all     all    training runs
+clairvoyant         all                 all          all          all     all    true future
+==================  ==================  ===========  ===========  ======  =====  ==============
+
+Neurosurgeon partitions one given model and has no accuracy notion: given the variants it
+would always take the fastest, so it keeps the reference model. Edgent's right-sizing is
+"maximal accuracy subject to the latency requirement", so every (variant, exit) of the
+scenario is one of its accuracy levels (``edgent``; the single-model form is
+``edgent-fp32``). Neither paper batches or caches, so both run at batch 1 without the cache;
+the serving-side knobs (adaptive batching, result cache, load-aware variant choice) belong
+to serving systems, not to these partitioners. Online baselines read only the observation:
+the uplink and WAN backlogs they use as start delays are the *estimated* drain times of the
+queued bytes at the past-window bandwidth (never the true future).
 """
 
 from __future__ import annotations
@@ -230,7 +254,11 @@ class _CostModelPolicy(BasePolicy):
         raise NotImplementedError
 
     def _filters(
-        self, model: ScenarioModel, server: Literal["edge", "cloud"], final_only: bool
+        self,
+        model: ScenarioModel,
+        server: Literal["edge", "cloud"],
+        final_only: bool,
+        any_variant: bool = False,
     ) -> list[Plan]:
         v, final_exit, batch, cache = literature_defaults(model)
         two_tier = (
@@ -240,7 +268,7 @@ class _CostModelPolicy(BasePolicy):
         )
         filters: list[tuple[str, Callable[[Plan], bool]]] = [
             ("feasible", lambda p: bool(model.static_mask[p.index])),
-            ("variant", lambda p: p.variant == v),
+            ("variant", lambda p: any_variant or p.variant == v),
             (f"device-{server} only", two_tier),
             ("batch", lambda p: p.batch_size == batch),
             ("cache", lambda p: p.cache_policy == cache),
@@ -316,15 +344,22 @@ class NeurosurgeonPolicy(_CostModelPolicy):
 
 
 class EdgentPolicy(_CostModelPolicy):
-    """Edgent: the most accurate (exit, partition) predicted to meet the deadline.
+    """Edgent: the most accurate (model, exit, partition) predicted to meet the deadline.
 
     Li, Zhou, Chen: "Edge AI: On-Demand Accelerating Deep Neural Network Inference via Edge
     Computing", IEEE Transactions on Wireless Communications 19(1), 2019. Its static-bandwidth
-    configurator: per request, for each exit branch from the most
-    accurate down, find the device-edge partition with the smallest predicted latency (layer
-    regressions + the current bandwidth estimate); return the first whose latency meets the
-    request's deadline. When no exit can meet it, the paper returns no configuration; here the
-    plan with the smallest predicted latency is taken, so every request is still served.
+    configurator: per request, for each accuracy level from the most accurate down, find the
+    device-edge partition with the smallest predicted latency (layer regressions + the
+    current bandwidth estimate); return the first whose latency meets the request's deadline
+    (the paper's "right-sizing": maximal accuracy subject to the latency requirement). When
+    nothing can meet it, the paper returns no configuration; here the plan with the smallest
+    predicted latency is taken, so every request is still served.
+
+    Accuracy levels: with ``all_variants=True`` (the default, ``edgent``), every (variant,
+    exit) of the scenario is a level, ordered by accuracy: the scenario's compressed variants
+    (int8, reduced resolution, pruned) are right-sizing options just like earlier exits. With
+    ``all_variants=False`` (``edgent-fp32``) only the exits of the reference variant count,
+    the paper's single-model form.
 
     The dynamic-bandwidth configurator of the paper (a configuration map over bandwidth
     states learned offline, with online change-point detection of the bandwidth state) is not
@@ -338,14 +373,17 @@ class EdgentPolicy(_CostModelPolicy):
         self,
         latency_source: LatencySource = "regression",
         fit_on: FitOn = "hardware",
+        all_variants: bool = True,
     ) -> None:
         super().__init__(latency_source, fit_on)
+        self.all_variants = all_variants
+        self.name = "edgent" if all_variants else "edgent-fp32"
         self.groups: list[np.ndarray] = []
         self.candidates = np.zeros(0, dtype=np.intp)
         self._group_of = np.zeros(0, dtype=np.intp)
 
     def _setup(self, model: ScenarioModel) -> None:
-        plans = self._filters(model, "edge", final_only=False)
+        plans = self._filters(model, "edge", final_only=False, any_variant=self.all_variants)
         accs = sorted({p.accuracy for p in plans}, reverse=True)
         groups = [[p.index for p in plans if p.accuracy == a] for a in accs]
         self.groups = [np.array(g, dtype=np.intp) for g in groups]
@@ -375,7 +413,11 @@ class EdgentPolicy(_CostModelPolicy):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update(n_candidates=len(self.candidates), n_accuracy_levels=len(self.groups))
+        d.update(
+            n_candidates=len(self.candidates),
+            n_accuracy_levels=len(self.groups),
+            all_variants=self.all_variants,
+        )
         return d
 
 
@@ -513,7 +555,14 @@ BASELINES: dict[str, BaselineSpec] = {
         lambda latency_source="regression", fit_on="hardware": EdgentPolicy(
             latency_source=latency_source, fit_on=fit_on
         ),
-        "most accurate exit + cut predicted to meet the deadline",
+        "most accurate variant/exit + cut predicted to meet the deadline (right-sizing)",
+        paper="Li, Zhou, Chen, IEEE TWC 2019",
+    ),
+    "edgent-fp32": _spec(
+        lambda latency_source="regression", fit_on="hardware": EdgentPolicy(
+            latency_source=latency_source, fit_on=fit_on, all_variants=False
+        ),
+        "Edgent on the reference (fp32) model only: most accurate exit + cut",
         paper="Li, Zhou, Chen, IEEE TWC 2019",
     ),
     "best-fixed": _spec(

@@ -4,8 +4,9 @@ Every plan that fits memory is run for ``screen_episodes`` short episodes (``hor
 simulated seconds, training split); the ``finalists`` best are then run for ``episodes``
 episodes in all, and the one with the highest mean utility per finished request wins.
 Every plan sees the same episode seeds (common random numbers: the same traces, trace
-offsets and, until the plans' draws diverge, the same arrivals), which makes the comparison
-of plans much less noisy than independent draws would.
+offsets, arrivals and inputs; :mod:`edgerl.envs.sim.streams`), which makes the comparison of
+plans much less noisy than independent draws would. Each episode drains after its horizon,
+as evaluation does, so a plan that builds queues pays for every request it leaves waiting.
 
 The simulator is driven directly (no Gymnasium adapter) for speed. Results are cached as
 JSON under ``cache_dir``, keyed by the scenario fingerprint, the plan catalogue fingerprint
@@ -41,7 +42,7 @@ from edgerl.agents.rundir import catalogue_fingerprint, scenario_fingerprint
 from edgerl.envs.sim.build import ScenarioModel, build_simulator
 
 CACHE_KIND = "edgerl.best_fixed_search"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: drained episodes, common random numbers
 SEED_STREAM = "best-fixed"
 #: Plans per task handed to a worker process (small, so the wall-time bound is checked often).
 CHUNK_PLANS = 8
@@ -116,7 +117,7 @@ def short_model(model: ScenarioModel, horizon_s: float) -> ScenarioModel:
 
 
 def run_fixed_plan(model: ScenarioModel, plan_index: int, seed: int, split: str = "train") -> float:
-    """One episode with ``plan_index`` for every request; mean utility per finished request."""
+    """One episode with ``plan_index`` for every request; mean utility per request (drained)."""
     sim = build_simulator(model, np.random.default_rng(seed), split)
     acc = [0.0, 0]
 
@@ -127,6 +128,7 @@ def run_fixed_plan(model: ScenarioModel, plan_index: int, seed: int, split: str 
     sim.on_finish.append(on_finish)
     while sim.next_decision() is not None:
         sim.apply(plan_index, True)
+    sim.drain()  # every request counts, as in evaluation
     return acc[0] / acc[1] if acc[1] else float("nan")
 
 

@@ -5,10 +5,12 @@ Protocol (what ``edgerl evaluate`` and ``edgerl compare`` report):
 - Episodes run on the **held-out** traces (``split="eval"``) with ``record=True``; episode
   ``i`` of evaluation seed ``k`` resets the env with ``derive_seeds(k, N, "eval")[i]``, so
   every policy sees the same traces, trace offsets and arrival streams for a seed.
-- Per request (every request that *finished* within the horizon: completed or dropped;
-  requests still in flight at the horizon earn nothing in the env and are only counted as
-  ``unfinished``): utility, latency, SLO hit, accuracy, device energy, bytes sent (device
-  uplink + WAN, the bytes the reward charges), cache hit, raw input leaving the device.
+- Per request, for **every** request that arrived: arrivals stop at the horizon and the
+  system then drains (:meth:`edgerl.envs.sim.simulator.Simulator.drain`), so every request
+  is completed or dropped, and none is left out (requests in flight at the horizon are
+  counted as ``in_flight_at_horizon`` and included in every metric): utility, latency, SLO
+  hit, accuracy, device energy, bytes sent (device uplink + WAN, the bytes the reward
+  charges), cache hit, raw input leaving the device.
 - A *unit* is one evaluation seed (its episodes pooled); with a single seed, each episode
   is a unit. Per unit the metrics below are computed; across units we report the mean and a
   95 % Student-t confidence interval ``mean ± t(0.975, n-1) * sd / sqrt(n)`` over the
@@ -16,8 +18,8 @@ Protocol (what ``edgerl evaluate`` and ``edgerl compare`` report):
 
 Metric definitions (``METRICS``): latency statistics over completed requests; accuracy is
 the expected accuracy of the exit that answered (the env's reward uses it); ``correct_rate``
-the sampled correctness; SLO hit rate, energy, bytes, raw-input fraction over finished
-requests; cache hit rate over completed requests.
+the sampled correctness; SLO hit rate, energy, bytes, raw-input fraction over all requests
+(all finish, see above); cache hit rate over completed requests.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ PERCENTILES = (50, 95, 99)
 
 #: name -> (unit, description). Order is the table order.
 METRICS: dict[str, tuple[str, str]] = {
-    "utility_mean": ("utility/request", "mean utility per finished request (reward units)"),
+    "utility_mean": ("utility/request", "mean utility per request (reward units)"),
     "latency_mean_ms": ("ms", "mean latency of completed requests"),
     "latency_p50_ms": ("ms", "median latency of completed requests"),
     "latency_p95_ms": ("ms", "95th percentile latency of completed requests"),
@@ -57,7 +59,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "raw_input_left_fraction": ("fraction", "finished requests whose raw input left the device"),
     "completed_per_episode": ("requests", "completed requests per episode"),
     "dropped_per_episode": ("requests", "dropped requests per episode"),
-    "unfinished_per_episode": ("requests", "requests still in flight at the horizon"),
+    "arrived_per_episode": ("requests", "requests that arrived per episode"),
+    "in_flight_at_horizon_per_episode": (
+        "requests",
+        "requests in flight when arrivals stopped (then drained; included in every metric)",
+    ),
     "return_per_episode": ("utility", "sum of utilities per episode (the RL return)"),
     "decision_time_us": ("us", "mean wall time of one predict() call"),
 }
@@ -83,7 +89,8 @@ class EpisodeLog:
     plan_index: np.ndarray
     decision_s: np.ndarray  # simulated time of each decision
     decision_plan: np.ndarray
-    n_unfinished: int
+    n_arrived: int
+    in_flight_at_horizon: int
     ep_return: float
     decision_wall_s: float
     bandwidth_t_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -123,6 +130,11 @@ def run_episode(
             break
     sim = inner.sim
     reqs = sim.finished
+    if sim.in_flight or len(reqs) != sim.arrived:
+        raise AssertionError(
+            f"episode ended with {sim.in_flight} requests in flight and {len(reqs)} of "
+            f"{sim.arrived} recorded: every request must be counted"
+        )
     log = EpisodeLog(
         seed=seed,
         arrival_s=np.array([q.arrival_s for q in reqs]),
@@ -140,7 +152,8 @@ def run_episode(
         plan_index=np.array([q.plan_index for q in reqs], dtype=np.int64),
         decision_s=np.array(dec_t),
         decision_plan=np.array(dec_a, dtype=np.int64),
-        n_unfinished=int(sim.in_flight),
+        n_arrived=int(sim.arrived),
+        in_flight_at_horizon=int(sim.in_flight_at_horizon),
         ep_return=float(ret),
         decision_wall_s=wall,
     )
@@ -194,7 +207,9 @@ def unit_metrics(logs: Sequence[EpisodeLog]) -> dict[str, float]:
         "raw_input_left_fraction": _nanmean(cat["raw_input_left"].astype(float)),
         "completed_per_episode": float(done.sum()) / n_ep,
         "dropped_per_episode": float((~done).sum()) / n_ep,
-        "unfinished_per_episode": float(sum(lg.n_unfinished for lg in logs)) / n_ep,
+        "arrived_per_episode": float(sum(lg.n_arrived for lg in logs)) / n_ep,
+        "in_flight_at_horizon_per_episode": float(sum(lg.in_flight_at_horizon for lg in logs))
+        / n_ep,
         "return_per_episode": float(np.mean([lg.ep_return for lg in logs])),
         "decision_time_us": sum(lg.decision_wall_s for lg in logs) / max(n_dec, 1) * US_PER_S,
     }

@@ -12,8 +12,9 @@ module builds those predictions for every plan of a scenario from information a 
   bound on what a regression can know); bytes crossing each cut; link RTTs; device power and
   the radio power model;
 - online (:meth:`PlanCostModel.decode`): the observation of the pending request: uplink and
-  WAN bandwidth estimates (mean over the past window, never the future), the device, uplink,
-  edge and WAN backlogs, and the deadline.
+  WAN bandwidth estimates (mean over the past window, never the future), the device CPU and
+  edge backlogs (profiled compute of the queued jobs), the estimated drain times of the
+  uplink and WAN queues (queued bytes / past-window bandwidth), and the deadline.
 
 The prediction is the pipeline of :mod:`edgerl.envs.sim.simulator` with the observed
 backlogs as start delays and each link's estimated bandwidth held constant for the
@@ -58,9 +59,9 @@ USED_FEATURES = (
     "uplink_mbps",
     "wan_mbps",
     "device_backlog_ms",
-    "uplink_backlog_ms",
+    "uplink_drain_est_ms",
     "edge_backlog_ms",
-    "wan_backlog_ms",
+    "wan_drain_est_ms",
     "deadline_ms",
 )
 
@@ -72,9 +73,9 @@ class ObservedState:
     uplink_mbps: float
     wan_mbps: float
     device_backlog_s: float
-    uplink_backlog_s: float
+    uplink_backlog_s: float  # estimated: queued bytes / past-window bandwidth
     edge_backlog_s: float
-    wan_backlog_s: float
+    wan_backlog_s: float  # estimated, as the uplink's
     deadline_s: float
 
 

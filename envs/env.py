@@ -15,11 +15,16 @@ from edgerl.envs.observation import (
     observation_features,
 )
 from edgerl.envs.sim.build import ScenarioModel, build_simulator, scenario_model
+from edgerl.envs.sim.network import BITS_PER_BYTE, BITS_PER_MBIT
 from edgerl.envs.sim.simulator import REWARD_PARTS, Request, Simulator
 from gymnasium import spaces
 
 #: Below this window the bandwidth estimate is the instantaneous value [s].
 _MIN_WINDOW_S = 1e-9
+#: A bandwidth estimate below this counts as this much in drain-time estimates (an outage
+#: reads as a very long drain, which the observation clips) [Mbit/s].
+_MIN_ESTIMATE_MBPS = 1e-3
+BYTES_PER_KB = 1e3
 
 
 class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
@@ -50,44 +55,50 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Observation Space
 
-    ``Box(0, OBS_CLIP, (F,), float32)``; each feature is a raw measurement / scale, clipped:
+    ``Box(0, OBS_CLIP, (F,), float32)``; each feature is a raw measurement / scale, clipped.
+    Only what the device knows or the edge reports at decision time (no future trace values;
+    sources in :mod:`edgerl.envs.observation`):
 
-    | name               | unit      | meaning                                              |
-    |--------------------|-----------|------------------------------------------------------|
-    | uplink_mbps        | Mbit/s    | uplink bandwidth, mean over the past window          |
-    | wan_mbps           | Mbit/s    | edge-cloud bandwidth, mean over the past window      |
-    | device_backlog_ms  | ms        | work queued on the device CPU                        |
-    | uplink_backlog_ms  | ms        | transfers queued on the device uplink                |
-    | edge_queue_len     | requests  | waiting at the edge (batchers + worker queue)        |
-    | edge_backlog_ms    | ms        | until an edge worker is free                         |
-    | edge_batch_waiting | requests  | waiting in edge batchers                             |
-    | cloud_queue_len    | requests  | waiting for a cloud worker                           |
-    | wan_backlog_ms     | ms        | transfers queued on the WAN                          |
-    | cache_hit_rate     | fraction  | recent edge cache hit rate                           |
-    | cache_fill         | fraction  | edge cache occupancy                                 |
-    | arrival_rate_per_s | 1/s       | this device's recent request rate                    |
-    | deadline_ms        | ms        | this request's deadline                              |
-    | energy_left        | fraction  | device energy budget left                            |
-    | app_<name>         | indicator | one per application                                  |
-
-    Only past and present quantities are observed (no future trace values).
+    | name                | unit      | meaning                                               |
+    |---------------------|-----------|-------------------------------------------------------|
+    | uplink_mbps         | Mbit/s    | uplink bandwidth, mean over the past window           |
+    | wan_mbps            | Mbit/s    | edge-cloud bandwidth, mean over the past window       |
+    | device_backlog_ms   | ms        | profiled work queued on the device CPU                |
+    | uplink_queue_kb     | kB        | bytes handed to the uplink, not yet delivered         |
+    | uplink_drain_est_ms | ms        | uplink_queue_kb at the past-window bandwidth          |
+    | edge_queue_len      | requests  | waiting at the edge (batchers + worker queue)         |
+    | edge_backlog_ms     | ms        | until an edge worker is free (profiled compute)       |
+    | edge_batch_waiting  | requests  | waiting in edge batchers                              |
+    | cloud_queue_len     | requests  | waiting for a cloud worker                            |
+    | wan_queue_kb        | kB        | bytes queued edge -> cloud, not yet delivered         |
+    | wan_drain_est_ms    | ms        | wan_queue_kb at the past-window WAN bandwidth         |
+    | cache_hit_rate      | fraction  | recent edge cache hit rate                            |
+    | cache_fill          | fraction  | edge cache occupancy                                  |
+    | arrival_rate_per_s  | 1/s       | this device's recent request rate                     |
+    | deadline_ms         | ms        | this request's deadline                               |
+    | energy_left         | fraction  | device energy budget left                             |
+    | app_<name>          | indicator | one per application                                   |
 
     ## Rewards
 
     The sum of the utilities of the requests that finished since the previous step:
     ``w_acc * accuracy - w_lat * min(latency_s, latency_cap_s) - w_energy * energy_j
-    - w_slo * missed - w_bytes * MB_sent - w_priv * raw_input_left``, and ``-w_drop`` per
-    dropped request (``latency_cap_s``: optional, none by default).
-    The weighted parts are in ``info["reward_parts"]``; weights in the scenario's ``reward``.
+    - w_slo * missed - w_bytes * MB_sent - w_priv * raw_input_left``; a dropped request earns
+    ``-w_drop`` minus its energy, bytes and privacy parts (``latency_cap_s``: optional, none by
+    default). The weighted parts are in ``info["reward_parts"]``; weights in the scenario's
+    ``reward``.
 
     ## Episode End
 
-    Truncated when the simulated time reaches ``horizon_s``; never terminated. Requests in
-    flight at the horizon earn nothing.
+    Truncated at the decision after which no request is left to decide: arrivals stop at
+    ``horizon_s``. The system then drains (every request in flight finishes), and the
+    utilities of the drained requests enter that last step's reward, so the return counts
+    every request that arrived. The last observation is the real state at the horizon (SB3
+    bootstraps its value from it). Never terminated.
 
     ## Arguments
 
-    ``gym.make("edgerl/CollabInference-v1", scenario="lte-dynamic", split="train")``;
+    ``gym.make("edgerl/CollabInference-v2", scenario="lte-dynamic", split="train")``;
     ``scenario``: a shipped scenario name, a YAML path or a :class:`ScenarioConfig`;
     ``split``: ``"train"`` or ``"eval"`` traces (held-out evaluation);
     ``record``: keep every finished request in ``env.unwrapped.sim.finished``.
@@ -97,6 +108,13 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
     * v0: initial version.
     * v1: ``reward.latency_cap_s`` (the latency penalty may saturate); ``lte-dynamic`` and
       ``hsdpa-mobile`` set it, so their rewards differ from v0.
+    * v2: honest comparisons. One random stream per source (the workload no longer depends
+      on the policy); the uplink and WAN backlog features (true future drain times) are
+      replaced by queued bytes and their estimated drain time; arrivals stop at the horizon
+      and the system drains into the last reward; the last observation is the real state;
+      results computed on the device are uploaded before the edge may cache them; the radio
+      base power is paid once while up- and downlink overlap; MMPP arrivals start in their
+      stationary state; dropped requests pay their bytes and privacy parts.
 
     ## References
 
@@ -150,6 +168,7 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
         self._n_done = 0
         self.sim: Simulator | None = None
         self._req: Request | None = None
+        self._last_req: Request | None = None
 
     # --------------------------------------------------------------------- gym API
 
@@ -157,12 +176,14 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
+        # One integer drawn from np_random seeds the episode's streams (one per source).
         self.sim = build_simulator(
             self.model, self.np_random, self.split, record=self.record, log_events=self.log_events
         )
         self.sim.on_finish.append(self._on_finish)
         self._req = self.sim.next_decision()
-        return self._observe(), {}
+        self._last_req = self._req
+        return self._observe(self._req), {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         sim = self.sim
@@ -178,15 +199,24 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
         self._n_done = 0
         feasible = bool(self._mask[a])
         sim.apply(a, feasible)
+        self._last_req = self._req
         self._req = sim.next_decision()
-        reward = sum(parts)
         truncated = self._req is None
+        if truncated:
+            # The state at the horizon, seen by the last request's device (SB3 bootstraps
+            # its value from this observation); then the system drains, and the utilities of
+            # every request still in flight enter this last reward.
+            obs = self._observe(self._last_req)
+            sim.drain()
+        else:
+            obs = self._observe(self._req)
+        reward = sum(parts)
         info = {
             "reward_parts": dict(zip(REWARD_PARTS, parts, strict=True)),
             "finished": self._n_done,
             "infeasible": not feasible,
         }
-        return self._observe(), reward, False, truncated, info
+        return obs, reward, False, truncated, info
 
     def action_masks(self) -> np.ndarray:
         """Plans that fit the device and edge memory (for MaskablePPO)."""
@@ -207,10 +237,11 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
 
     def raw_state(self) -> np.ndarray:
         """The raw (unnormalised) feature vector for the pending request, in spec order."""
-        return np.array(self._raw_list(), dtype=np.float64)
+        return np.array(self._raw_list(self._req), dtype=np.float64)
 
-    def _raw_list(self) -> list[float]:
-        sim, req = self.sim, self._req
+    def _raw_list(self, req: Request | None) -> list[float]:
+        """The raw features at the current simulated time, for ``req``'s device and app."""
+        sim = self.sim
         assert sim is not None
         if req is None:
             return [0.0] * len(self.features)
@@ -225,6 +256,8 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
         else:
             uplink_mbps = dev.uplink.bandwidth.mbps_at(now)
             wan_mbps = sim.wan_up.bandwidth.mbps_at(now)
+        up_queued = dev.uplink.queued_bytes(now)
+        wan_queued = sim.wan_up.queued_bytes(now)
         gap = dev.arrival_gap_ewma_s
         budget = cfg.devices.energy_budget_j
         energy_left = max(0.0, 1.0 - dev.energy_used_j / budget) if budget < float("inf") else 1.0
@@ -233,12 +266,14 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
             uplink_mbps,
             wan_mbps,
             dev.cpu.backlog_s(now) * 1e3,
-            dev.uplink.backlog_s(now) * 1e3,
+            up_queued / BYTES_PER_KB,
+            _drain_ms(up_queued, uplink_mbps),
             sim.edge_batch_waiting + edge_workers_waiting,
             sim.edge_workers.backlog_s(now) * 1e3,
             sim.edge_batch_waiting,
             sim.cloud_workers.waiting(now),
-            sim.wan_up.backlog_s(now) * 1e3,
+            wan_queued / BYTES_PER_KB,
+            _drain_ms(wan_queued, wan_mbps),
             sim.cache_hit_ewma,
             sim.cache.fill,
             1.0 / gap if gap > 0 else 0.0,
@@ -249,7 +284,16 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
 
     def raw_state_dict(self) -> dict[str, float]:
         """The raw state by feature name (what the runtime planner takes)."""
-        return {f.name: float(v) for f, v in zip(self.features, self._raw_list(), strict=True)}
+        return {
+            f.name: float(v) for f, v in zip(self.features, self._raw_list(self._req), strict=True)
+        }
 
-    def _observe(self) -> np.ndarray:
-        return normalise(np.array(self._raw_list(), dtype=np.float64), self._inv_scales)
+    def _observe(self, req: Request | None) -> np.ndarray:
+        return normalise(np.array(self._raw_list(req), dtype=np.float64), self._inv_scales)
+
+
+def _drain_ms(queued_bytes: float, mbps: float) -> float:
+    """Time to deliver ``queued_bytes`` at ``mbps`` [ms] (a sender's estimate)."""
+    if queued_bytes <= 0.0:
+        return 0.0
+    return queued_bytes * BITS_PER_BYTE / (max(mbps, _MIN_ESTIMATE_MBPS) * BITS_PER_MBIT) * 1e3

@@ -1,6 +1,22 @@
 """The observation spec: what a device or edge can know at decision time, and how it is
 normalised. numpy only, so the runtime planner builds observations with the same code.
 
+Every feature is a past or present quantity; none reads the future (``tests/test_env.py``
+checks this for the whole vector by splicing different futures onto identical pasts). Where
+each comes from:
+
+- measured by the device: its bandwidth estimate (mean over the past window), the bytes it
+  has handed to its uplink and not had delivered, its CPU's queued work (profiled compute
+  times of the jobs it has queued), its request rate, the request's deadline and application,
+  its energy budget;
+- reported by the edge server (its own state at that instant; a real system piggybacks it
+  on responses or broadcasts it): edge queue and batcher occupancy, the time until an edge
+  worker is free (profiled compute of the batches it dispatched), cloud queue length, the
+  bytes it has queued towards the cloud, the WAN bandwidth estimate, cache hit rate and fill.
+
+Drain-time estimates divide queued bytes by the past-window bandwidth: they are what a sender
+can predict, not the true future drain time.
+
 Each feature is a raw measured quantity (with its unit) divided by a normalisation scale
 and clipped to ``[0, OBS_CLIP]``. The scales are normalisation choices, not physical claims:
 they bring typical values near 1 so the policy network sees well-conditioned inputs.
@@ -20,6 +36,7 @@ OBS_CLIP = 10.0
 BANDWIDTH_SCALE_MBPS = 10.0
 WAN_SCALE_MBPS = 100.0
 BACKLOG_SCALE_MS = 100.0
+QUEUE_SCALE_KB = 100.0
 RATE_SCALE_PER_S = 10.0
 
 
@@ -52,7 +69,19 @@ def observation_features(
             "edge-cloud bandwidth, mean over the past bandwidth_window_s",
         ),
         Feature("device_backlog_ms", "ms", BACKLOG_SCALE_MS, "work queued on the device CPU"),
-        Feature("uplink_backlog_ms", "ms", BACKLOG_SCALE_MS, "transfers queued on the uplink"),
+        Feature(
+            "uplink_queue_kb",
+            "kB",
+            QUEUE_SCALE_KB,
+            "bytes handed to the uplink and not yet delivered (what the device has sent and "
+            "not had acknowledged)",
+        ),
+        Feature(
+            "uplink_drain_est_ms",
+            "ms",
+            BACKLOG_SCALE_MS,
+            "estimated time to deliver the queued uplink bytes at the past-window bandwidth",
+        ),
         Feature(
             "edge_queue_len",
             "requests",
@@ -72,7 +101,18 @@ def observation_features(
             float(cloud_queue_capacity),
             "requests waiting for a cloud worker",
         ),
-        Feature("wan_backlog_ms", "ms", BACKLOG_SCALE_MS, "transfers queued on the WAN uplink"),
+        Feature(
+            "wan_queue_kb",
+            "kB",
+            QUEUE_SCALE_KB,
+            "bytes the edge has handed to the WAN towards the cloud and not yet delivered",
+        ),
+        Feature(
+            "wan_drain_est_ms",
+            "ms",
+            BACKLOG_SCALE_MS,
+            "estimated time to deliver the queued WAN bytes at the past-window bandwidth",
+        ),
         Feature("cache_hit_rate", "fraction", 1.0, "recent edge cache hit rate (EWMA)"),
         Feature("cache_fill", "fraction", 1.0, "edge cache occupancy"),
         Feature(

@@ -1,7 +1,7 @@
 """Registered, versioned environment IDs.
 
-Importing this module registers ``edgerl/CollabInference-v1`` (takes ``scenario=``) and one
-ID per shipped scenario (``edgerl/LteDynamic-v1`` for ``lte-dynamic.yaml``, ...). It is kept
+Importing this module registers ``edgerl/CollabInference-v2`` (takes ``scenario=``) and one
+ID per shipped scenario (``edgerl/LteDynamic-v2`` for ``lte-dynamic.yaml``, ...). It is kept
 out of ``edgerl.envs/__init__`` so that numpy-only users of ``edgerl.envs`` (the runtime
 planner) never import Gymnasium.
 """
@@ -12,11 +12,11 @@ import gymnasium as gym
 from edgerl.envs.config import list_scenarios
 
 ENTRY_POINT = "edgerl.envs.env:CollabInferenceEnv"
-VERSION = 1
+VERSION = 2
 
 
 def scenario_env_id(scenario: str) -> str:
-    """``lte-dynamic`` -> ``edgerl/LteDynamic-v1``."""
+    """``lte-dynamic`` -> ``edgerl/LteDynamic-v2``."""
     camel = "".join(part.capitalize() for part in scenario.replace("_", "-").split("-"))
     return f"edgerl/{camel}-v{VERSION}"
 

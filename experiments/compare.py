@@ -51,8 +51,10 @@ TABLE_COLUMNS: tuple[tuple[str, str, float, int], ...] = (
     ("bytes_per_request", "kB/req", 1e-3, 1),
     ("cache_hit_rate", "cache hit", 1.0, 3),
     ("raw_input_left_fraction", "raw left", 1.0, 3),
-    ("completed_per_episode", "done/ep", 1.0, 0),
+    ("arrived_per_episode", "arr/ep", 1.0, 0),
     ("dropped_per_episode", "drop/ep", 1.0, 1),
+    # in flight when arrivals stopped; drained afterwards and counted in every column
+    ("in_flight_at_horizon_per_episode", "unfin@h", 1.0, 1),
 )
 PLAN_DIMENSIONS = ("variant", "exit", "placement", "device-edge cut", "batch", "cache")
 MAX_TIMELINE_POLICIES = 6

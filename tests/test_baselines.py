@@ -288,6 +288,54 @@ def test_edgent_takes_the_fastest_plan_when_no_exit_can_meet_the_deadline():
     assert pol.predict(obs, env.action_masks()) == fastest.index
 
 
+def _two_variant_toy() -> ScenarioModel:
+    """fp32 too slow for the 200 ms deadline at its final exit; int8 4x faster, a little less
+    accurate at the final exit (0.75 vs 0.8) but far more than fp32's early exit (0.5)."""
+    cfg = scenario_from_dict(
+        {**_toy_dict(), "model": {"name": "toy", "variants": ["fp32", "int8"]}}, "<two-variant>"
+    )
+    speed = {"fp32": 1.0, "int8": 0.25}
+    acc = {"fp32": [0.5, 0.8], "int8": [0.45, 0.75]}
+    profs = {
+        tier: {
+            v: synthetic_profile(
+                unit_ms=[m * factor * speed[v] for m in (40.0, 80.0, 80.0, 40.0)],
+                out_bytes=[400_000, 100_000, 20_000, 4000],
+                exits_after=[1, 3],
+                accuracy=acc[v],
+                variant=v,
+            )
+            for v in cfg.model.variants
+        }
+        for tier, factor in (("device", 1.0), ("edge", 0.25), ("cloud", 0.125))
+    }
+    return ScenarioModel.from_config(cfg, ModelProfiles(**profs))
+
+
+def test_edgent_right_sizes_over_variants_and_the_fp32_form_does_not():
+    """Edgent's right-sizing: the most accurate (variant, exit) predicted to meet the deadline.
+    With the variants as accuracy levels it runs int8 to its final exit (0.75); restricted to
+    fp32 (the paper's single-model form) it can only fall back to the early exit (0.5)."""
+    model = _two_variant_toy()
+    fp32_final = [p for p in device_edge(model, 1) if p.variant == "fp32"]
+    assert min(closed_form_latency_s(p) for p in fp32_final) > DEADLINE_S
+    int8_final = min(
+        (p for p in device_edge(model, 1) if p.variant == "int8"), key=closed_form_latency_s
+    )
+    fp32_early = min(
+        (p for p in device_edge(model, 0) if p.variant == "fp32"), key=closed_form_latency_s
+    )
+    assert closed_form_latency_s(int8_final) <= DEADLINE_S
+    assert closed_form_latency_s(fp32_early) <= DEADLINE_S
+    env, obs = first_obs(model)
+    chosen = {}
+    for name in ("edgent", "edgent-fp32"):
+        pol = make_baseline(name, BaselineOptions(latency_source="profile"))
+        pol.bind(env)
+        chosen[name] = pol.predict(obs, env.action_masks())
+    assert chosen == {"edgent": int8_final.index, "edgent-fp32": fp32_early.index}
+
+
 # --------------------------------------------------------------------------- oracle / search
 
 

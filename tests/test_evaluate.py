@@ -72,7 +72,8 @@ def _log(**kw) -> EpisodeLog:
         plan_index=np.zeros(n, np.int64),
         decision_s=np.zeros(n),
         decision_plan=np.zeros(n, np.int64),
-        n_unfinished=0,
+        n_arrived=n,
+        in_flight_at_horizon=0,
         ep_return=0.0,
         decision_wall_s=0.0,
     )
@@ -88,7 +89,7 @@ def test_metric_definitions_on_a_hand_made_episode():
         accuracy=[0.7, 0.7, 0.6, 0.0],
         cache_hit=[False, False, True, False],
         raw_input_left=[True, False, False, False],
-        n_unfinished=3,
+        in_flight_at_horizon=3,
     )
     m = unit_metrics([lg])
     assert set(m) == set(METRICS)
@@ -102,7 +103,8 @@ def test_metric_definitions_on_a_hand_made_episode():
     assert m["energy_mj_per_request"] == pytest.approx(2.0)
     assert m["bytes_per_request"] == pytest.approx(1000.0)
     assert (m["completed_per_episode"], m["dropped_per_episode"]) == (3, 1)
-    assert m["unfinished_per_episode"] == 3
+    assert m["in_flight_at_horizon_per_episode"] == 3
+    assert m["arrived_per_episode"] == 4
 
 
 def test_t_interval_matches_the_textbook_values():

@@ -26,7 +26,7 @@ def test_registered_id_passes_check_env(name):
     assert env_id in registration.ENV_IDS
     env = gym.make(env_id, disable_env_checker=True)
     check_env(env.unwrapped, skip_render_check=True)
-    generic = gym.make("edgerl/CollabInference-v1", scenario=name, split="eval")
+    generic = gym.make("edgerl/CollabInference-v2", scenario=name, split="eval")
     obs, _ = generic.reset(seed=0)
     assert generic.observation_space.contains(obs)
 

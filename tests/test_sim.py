@@ -323,8 +323,13 @@ def test_radio_and_compute_energy_equal_the_model():
 
 def test_fifo_link_and_servers():
     link = Link(ConstantBandwidth(8.0), prop_delay_s=0.01)
-    assert link.send(0.0, 1000) == pytest.approx((0.001, 0.011))
-    assert link.send(0.0, 1000) == pytest.approx((0.001, 0.012))  # queued behind the first
+    assert link.send(0.0, 1000) == pytest.approx((0.0, 0.001))  # (start, end) on the link
+    assert link.send(0.0, 1000) == pytest.approx((0.001, 0.002))  # queued behind the first
+    # what the sender knows: 1 kB delivered per ms at 8 Mbit/s
+    assert link.queued_bytes(0.0) == pytest.approx(2000)
+    assert link.queued_bytes(0.0005) == pytest.approx(1500)
+    assert link.queued_bytes(0.0015) == pytest.approx(500)
+    assert link.queued_bytes(0.002) == 0.0
     cpu = FifoServer()
     assert cpu.schedule(0.0, 1.0) == (0.0, 1.0)
     assert cpu.schedule(0.5, 1.0) == (1.0, 2.0)

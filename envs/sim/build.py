@@ -15,6 +15,7 @@ from edgerl.envs.config import BandwidthConfig, ConfigError, ScenarioConfig, loa
 from edgerl.envs.plans import ModelProfiles, Plan, build_catalogue, static_feasibility
 from edgerl.envs.sim.network import BandwidthSource, ConstantBandwidth
 from edgerl.envs.sim.simulator import Simulator, offset_source
+from edgerl.envs.sim.streams import RandomStreams, SeedLike
 
 Split = Literal["train", "eval"]
 
@@ -81,16 +82,20 @@ def _sources(
 
 def build_simulator(
     model: ScenarioModel,
-    rng: np.random.Generator,
+    seed: SeedLike | RandomStreams,
     split: Split = "train",
     *,
     record: bool = False,
     log_events: bool = False,
 ) -> Simulator:
-    """A fresh episode: traces and offsets drawn from ``rng``, then the simulator."""
+    """A fresh episode: the random streams spawned from ``seed``
+    (:class:`~edgerl.envs.sim.streams.RandomStreams`), traces and offsets drawn from its
+    ``traces`` stream, then the simulator."""
     cfg = model.cfg
     n = cfg.devices.count
+    streams = seed if isinstance(seed, RandomStreams) else RandomStreams.spawn(seed, n)
     net = cfg.network
+    rng = streams.traces
     uplinks = _sources(net.uplink, n, split, rng)
     # The downlink of a device follows the same draw discipline, independently.
     downlinks = _sources(net.downlink, n, split, rng)
@@ -99,7 +104,7 @@ def build_simulator(
         cfg,
         model.plans,
         model.edge_batch_sizes,
-        rng,
+        streams,
         uplinks,
         downlinks,
         wan,

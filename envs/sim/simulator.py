@@ -9,14 +9,22 @@ A request's path (see README, "The simulator's model")::
       -> edge: dynamic batching of identical segments, units [c_edge, c_cloud)  (edge workers)
       -> WAN transfer to the cloud, units [c_cloud, n_e) + head, WAN back     (cloud workers)
       -> downlink transfer of the result to the device
-      -> completed; the result is admitted into the edge cache if the plan says so
+      -> completed
 
-A request is dropped when the plan is infeasible (a documented treatment for unmasked
+With a cache policy, the result is admitted into the edge cache when the edge holds it: after
+the edge computed the exit head, when the cloud's result is back at the edge, or, for a result
+computed on the device, when the device's upload of the result (plus its fingerprint) reaches
+the edge. A request is dropped when the plan is infeasible (a documented treatment for unmasked
 agents), or when the edge or cloud queue is full on its arrival there. At every instant
 ``arrived == completed + dropped + in_flight`` (pending decisions count as in flight).
 
-All randomness comes from the numpy Generator passed to the constructor; components are
-plain objects holding the SimPy environment, so many simulators can live in one process.
+Episode end: arrivals stop at ``horizon_s``; requests that arrived before still get their
+decisions, and :meth:`Simulator.drain` then runs the system until every request has finished,
+so no request is left out of any metric.
+
+Randomness: one generator per stochastic source, spawned from the episode's seed
+(:mod:`edgerl.envs.sim.streams`), so the workload does not depend on the policy. Components
+are plain objects holding the SimPy environment, so many simulators can live in one process.
 """
 
 from __future__ import annotations
@@ -31,8 +39,15 @@ import simpy
 from edgerl.envs.config import ConfigError, ScenarioConfig
 from edgerl.envs.plans import MB, Plan
 from edgerl.envs.sim.cache import ResultCache
-from edgerl.envs.sim.network import RADIO_MODELS, BandwidthSource, ConstantBandwidth, Link
+from edgerl.envs.sim.network import (
+    RADIO_MODELS,
+    BandwidthSource,
+    ConstantBandwidth,
+    Link,
+    RadioActivity,
+)
 from edgerl.envs.sim.servers import FifoServer, MultiServer
+from edgerl.envs.sim.streams import RandomStreams
 from edgerl.envs.sim.workload import AppMix, Popularity, interarrival_times
 from edgerl.profiles import interpolate_latency
 
@@ -136,6 +151,7 @@ class Device:
         "index",
         "last_arrival_s",
         "power_w",
+        "radio_on",
         "uplink",
     )
 
@@ -144,6 +160,7 @@ class Device:
         self.cpu = FifoServer()
         self.uplink = uplink
         self.downlink = downlink
+        self.radio_on = RadioActivity()
         self.power_w = power_w
         self.energy_used_j = 0.0
         self.last_arrival_s = 0.0
@@ -174,7 +191,8 @@ class Simulator:
         cfg: the scenario.
         plans: the plan catalogue (:func:`edgerl.envs.plans.build_catalogue`).
         edge_batch_sizes: the edge profile's measured batch sizes (for interpolation).
-        rng: the only source of randomness.
+        streams: the episode's random generators (:class:`RandomStreams`; an integer seed or
+            a Generator is turned into them with :meth:`RandomStreams.spawn`).
         uplinks / downlinks: one bandwidth source per device (traces or constants).
         wan: the edge-cloud bandwidth source.
         device_power_w: active compute power of the device class [W].
@@ -187,7 +205,7 @@ class Simulator:
         cfg: ScenarioConfig,
         plans: Sequence[Plan],
         edge_batch_sizes: Sequence[int],
-        rng: np.random.Generator,
+        streams: RandomStreams | int | np.random.Generator,
         uplinks: Sequence[BandwidthSource],
         downlinks: Sequence[BandwidthSource],
         wan: BandwidthSource,
@@ -200,7 +218,9 @@ class Simulator:
             raise ConfigError(f"{cfg.path}: need one uplink and downlink per device")
         self.cfg = cfg
         self.plans = plans
-        self.rng = rng
+        if not isinstance(streams, RandomStreams):
+            streams = RandomStreams.spawn(streams, cfg.devices.count)
+        self.streams = streams
         self.env = simpy.Environment()
         self.edge_batch_sizes = tuple(edge_batch_sizes)
         self.max_batch = max(edge_batch_sizes)
@@ -240,7 +260,15 @@ class Simulator:
         self.popularity = Popularity(cfg.workload.catalogue_size, cfg.workload.zipf_s)
         self.apps = AppMix([a.weight for a in cfg.workload.apps])
         self.deadlines_s = [a.deadline_ms / 1e3 for a in cfg.workload.apps]
-        self._difficulty: dict[int, float] = {}
+        # What each input id is, drawn once for the whole catalogue (see _is_correct).
+        self.difficulty = streams.content.random(cfg.workload.catalogue_size).tolist()
+        # compute a plan saves when its result is reused (cost-aware eviction) [s]
+        self.compute_s = [
+            p.device_s
+            + p.uses_edge_compute * interpolate_latency(edge_batch_sizes, p.edge_batch_ms, 1) / 1e3
+            + p.cloud_s
+            for p in plans
+        ]
         self.w = cfg.reward
         # accounting
         self.arrived = 0
@@ -252,18 +280,23 @@ class Simulator:
         self.finished: list[Request] = []
         self.events: list[tuple[float, int, str]] | None = [] if log_events else None
         self.on_finish: list[Callable[[Request], None]] = []
-        self.truncated = False
+        self.truncated = False  # arrivals have stopped (the horizon has passed)
+        self.in_flight_at_horizon = 0
         self._next_id = 0
         self._decision = self.env.event()
         self.horizon_s = cfg.horizon_s
         self.env.timeout(cfg.horizon_s).callbacks.append(self._on_horizon)
         for dev in self.devices:
-            self.env.process(self._arrivals(dev))
+            self.env.process(self._arrivals(dev, streams.arrivals[dev.index]))
 
     # ------------------------------------------------------------------ decisions
 
     def next_decision(self) -> Request | None:
-        """Run the simulation until a request awaits a plan; None at the horizon."""
+        """Run the simulation until a request awaits a plan.
+
+        None once arrivals have stopped at the horizon and every request that arrived before
+        has its plan (then call :meth:`drain`).
+        """
         while not self.pending:
             if self.truncated:
                 return None
@@ -286,14 +319,29 @@ class Simulator:
         self.env.process(self._serve(req, self.plans[plan_index]))
         return req
 
+    def drain(self) -> None:
+        """After the last decision: run until every request in flight has finished.
+
+        Arrivals have stopped at the horizon, so the system empties; every request that
+        arrived is then completed or dropped and counted in every metric.
+        """
+        if not self.truncated or self.pending:
+            raise RuntimeError("drain() is for the end of an episode: decide every request first")
+        self.env.run()
+        if self.in_flight:
+            raise AssertionError(f"{self.in_flight} requests still in flight after the drain")
+
     def _on_horizon(self, _event: simpy.Event) -> None:
         self.truncated = True
+        self.in_flight_at_horizon = self.in_flight
         if not self._decision.triggered:
             self._decision.succeed()
 
-    def _arrivals(self, dev: Device) -> Any:
-        env, rng = self.env, self.rng
+    def _arrivals(self, dev: Device, rng: np.random.Generator) -> Any:
+        env, horizon_s = self.env, self.horizon_s
         for gap in interarrival_times(self.cfg.workload.arrival, rng):
+            if env.now + gap >= horizon_s:
+                return  # arrivals stop at the horizon
             yield env.timeout(gap)
             now = env.now
             app = self.apps.draw(rng)
@@ -318,29 +366,41 @@ class Simulator:
 
     # ------------------------------------------------------------------ request pipeline
 
+    def _radio_send(self, req: Request, dev: Device, nbytes: int, up: bool) -> float:
+        """Hand ``nbytes`` to the device's up- or downlink; charge the request its bytes and
+        radio energy; return the arrival time at the receiver [s]."""
+        now = self.env.now
+        link = dev.uplink if up else dev.downlink
+        start, end = link.send(now, nbytes)
+        on_air_s = dev.radio_on.add(now, start, end)
+        if up:
+            req.bytes_uplink += nbytes
+            req.energy_radio_j += self.radio.uplink_energy_j(nbytes, on_air_s)
+        else:
+            req.bytes_downlink += nbytes
+            req.energy_radio_j += self.radio.downlink_energy_j(nbytes, on_air_s)
+        return end + link.prop_s
+
     def _serve(self, req: Request, plan: Plan) -> Any:
-        env, dev, net, radio = self.env, self.devices[req.device], self.cfg.network, self.radio
-        if plan.cache_policy != "none":
+        env, dev, net = self.env, self.devices[req.device], self.cfg.network
+        caching = plan.cache_policy != "none"
+        if caching:
             t0 = env.now
-            air_s, arrive_s = dev.uplink.send(t0, net.fingerprint_bytes)
-            req.bytes_uplink += net.fingerprint_bytes
-            req.energy_radio_j += radio.uplink_energy_j(net.fingerprint_bytes, air_s)
-            yield env.timeout(arrive_s - t0)
+            yield env.timeout(self._radio_send(req, dev, net.fingerprint_bytes, True) - t0)
             entry = self.cache.lookup(env.now, req.input_id)
             hit = entry is not None
             self.cache_hit_ewma += EWMA_WEIGHT * (hit - self.cache_hit_ewma)
-            air_s, arrive_s = dev.downlink.send(env.now, net.result_bytes)
-            req.bytes_downlink += net.result_bytes
-            req.energy_radio_j += radio.downlink_energy_j(net.result_bytes, air_s)
-            yield env.timeout(arrive_s - env.now)
+            yield env.timeout(self._radio_send(req, dev, net.result_bytes, False) - env.now)
             req.t_lookup_s = env.now - t0
             if entry is not None:
                 req.cache_hit = True
                 req.accuracy, req.correct = entry.accuracy, entry.correct
                 self._log(req, "cache_hit")
-                self._finish_completed(req, plan)
+                self._finish_completed(req)
                 return
             self._log(req, "cache_miss")
+        req.accuracy = plan.accuracy
+        req.correct = self._is_correct(req.input_id, plan)
         if plan.device_s > 0:
             t0 = env.now
             _, end_s = dev.cpu.schedule(t0, plan.device_s)
@@ -350,11 +410,8 @@ class Simulator:
             self._log(req, "device_done")
         if plan.offloads:
             t0 = env.now
-            air_s, arrive_s = dev.uplink.send(t0, plan.uplink_bytes)
-            req.bytes_uplink += plan.uplink_bytes
             req.raw_input_left = plan.raw_input_leaves
-            req.energy_radio_j += radio.uplink_energy_j(plan.uplink_bytes, air_s)
-            yield env.timeout(arrive_s - t0)
+            yield env.timeout(self._radio_send(req, dev, plan.uplink_bytes, True) - t0)
             req.t_uplink_s = env.now - t0
             self._log(req, "at_edge")
             batcher = self.plan_batcher[plan.index]
@@ -363,16 +420,15 @@ class Simulator:
                     self._log(req, "drop:edge_full")
                     self._finish_dropped(req, "edge_full")
                     return
-                t0 = env.now
                 done = env.event()
                 self._join_batch(batcher, req, done, plan.batch_size)
                 yield done
                 self._log(req, "edge_done")
             if plan.uses_cloud:
                 t0 = env.now
-                _, arrive_s = self.wan_up.send(t0, plan.wan_bytes)
+                _, end_s = self.wan_up.send(t0, plan.wan_bytes)
                 req.bytes_wan += plan.wan_bytes
-                yield env.timeout(arrive_s - t0)
+                yield env.timeout(end_s + self.wan_up.prop_s - t0)
                 req.t_wan_s += env.now - t0
                 if self.cloud_workers.waiting(env.now) >= self.cfg.cloud.queue_capacity:
                     self._log(req, "drop:cloud_full")
@@ -384,25 +440,31 @@ class Simulator:
                 req.t_cloud_s = plan.cloud_s
                 yield env.timeout(end_s - t0)
                 t0 = env.now
-                _, arrive_s = self.wan_down.send(t0, net.result_bytes)
+                _, end_s = self.wan_down.send(t0, net.result_bytes)
                 req.bytes_wan += net.result_bytes
-                yield env.timeout(arrive_s - t0)
+                yield env.timeout(end_s + self.wan_down.prop_s - t0)
                 req.t_wan_s += env.now - t0
                 self._log(req, "cloud_done")
+            if caching:  # the edge holds the result now (computed there or back from the cloud)
+                self._admit(req, plan)
             t0 = env.now
-            air_s, arrive_s = dev.downlink.send(t0, net.result_bytes)
-            req.bytes_downlink += net.result_bytes
-            req.energy_radio_j += radio.downlink_energy_j(net.result_bytes, air_s)
-            yield env.timeout(arrive_s - t0)
+            yield env.timeout(self._radio_send(req, dev, net.result_bytes, False) - t0)
             req.t_downlink_s = env.now - t0
-        req.accuracy = plan.accuracy
-        req.correct = self._difficulty_of(req.input_id) < plan.accuracy
-        self._finish_completed(req, plan)
-        if plan.cache_policy != "none":
-            compute_s = req.t_device_s + req.t_edge_s + req.t_cloud_s
-            self.cache.admit(
-                env.now, req.input_id, plan.cache_policy, compute_s, req.correct, req.accuracy
-            )
+        elif caching:
+            # computed on the device: the result and its fingerprint go up to the edge cache
+            arrive_s = self._radio_send(req, dev, net.result_bytes + net.fingerprint_bytes, True)
+            self.env.timeout(arrive_s - env.now).callbacks.append(lambda _e: self._admit(req, plan))
+        self._finish_completed(req)
+
+    def _admit(self, req: Request, plan: Plan) -> None:
+        self.cache.admit(
+            self.env.now,
+            req.input_id,
+            plan.cache_policy,
+            self.compute_s[plan.index],
+            req.correct,
+            req.accuracy,
+        )
 
     def _join_batch(self, b: Batcher, req: Request, done: simpy.Event, target: int) -> None:
         b.waiting.append((req, done, self.env.now))
@@ -446,20 +508,19 @@ class Simulator:
 
     # ------------------------------------------------------------------ outcomes
 
-    def _difficulty_of(self, input_id: int) -> float:
-        """Latent difficulty u ~ U(0, 1) of an input, drawn once per episode.
+    def _is_correct(self, input_id: int, plan: Plan) -> bool:
+        """Whether the plan's (variant, exit) answers input ``input_id`` correctly.
 
-        A request is correct iff u < accuracy of its (variant, exit): correctness is a
-        Bernoulli(accuracy) draw per input, consistent for repeated inputs (what a cached
-        result reproduces) and nested across exits (an input a weaker exit gets right, a
-        stronger one also gets right; a simplifying assumption).
+        Each input has a latent difficulty u ~ U(0, 1), drawn once per episode for the whole
+        catalogue (the ``content`` stream); the answer is correct iff u < accuracy of the
+        (variant, exit). Correctness is thus a Bernoulli(accuracy) draw per input, the same
+        for repeated inputs (what a cached result reproduces) and nested across exits (an
+        input a weaker exit gets right, a stronger one also gets right; a simplifying
+        assumption).
         """
-        u = self._difficulty.get(input_id)
-        if u is None:
-            u = self._difficulty[input_id] = float(self.rng.random())
-        return u
+        return self.difficulty[input_id] < plan.accuracy
 
-    def _finish_completed(self, req: Request, plan: Plan) -> None:
+    def _finish_completed(self, req: Request) -> None:
         now = self.env.now
         req.finish_s = now
         req.status = "completed"
@@ -485,15 +546,26 @@ class Simulator:
         self._emit(req)
 
     def _finish_dropped(self, req: Request, reason: str) -> None:
+        """A dropped request pays the drop penalty plus what it already cost: device energy,
+        bytes sent and, if its raw input left the device, the privacy part."""
         req.finish_s = self.env.now
         req.status = "dropped"
         req.drop_reason = reason
         self.dropped += 1
         self.in_flight -= 1
         self.devices[req.device].energy_used_j += req.energy_j
-        energy = -self.w.energy_per_j * req.energy_j
-        req.parts = (0.0, 0.0, energy, 0.0, 0.0, 0.0, -self.w.drop)
-        req.utility = energy - self.w.drop
+        w = self.w
+        parts = (
+            0.0,
+            0.0,
+            -w.energy_per_j * req.energy_j,
+            0.0,
+            -w.bytes_per_mb * (req.bytes_uplink + req.bytes_wan) / MB,
+            -w.privacy * req.raw_input_left,
+            -w.drop,
+        )
+        req.parts = parts
+        req.utility = sum(parts)
         self._emit(req)
 
     def _emit(self, req: Request) -> None:
@@ -516,27 +588,29 @@ class Simulator:
         oracle's view. Later arrivals cannot overtake a FIFO queue, so the prediction is exact
         except at the edge, where a batch may grow with requests that arrive later (the
         prediction assumes none does, and that waiting members stay until their window ends)
-        and where later dispatches of other segments share the workers.
+        and where later dispatches of other segments (or other devices) share the workers or
+        the cache.
         """
         net, dev = self.cfg.network, self.devices[req.device]
         now = self.env.now
+        radio, radio_on = self.radio, dev.radio_on
         up_busy, down_busy = dev.uplink.busy_until_s, dev.downlink.busy_until_s
         up_bw, down_bw, prop = dev.uplink.bandwidth, dev.downlink.bandwidth, dev.uplink.prop_s
         energy_j, bytes_up, t = 0.0, 0, now
-        accuracy = plan.accuracy
 
         def send(busy: float, bw: BandwidthSource, at: float, nbytes: int) -> tuple[float, float]:
             start = at if at > busy else busy
             end = bw.transfer_end_s(start, nbytes)
-            return end, end - start  # new busy-until, time on air
+            return end, radio_on.uncovered_s(start, end)  # new busy-until, added time on air
 
-        if plan.cache_policy != "none":
+        caching = plan.cache_policy != "none"
+        if caching:
             up_busy, air = send(up_busy, up_bw, t, net.fingerprint_bytes)
-            energy_j += self.radio.uplink_energy_j(net.fingerprint_bytes, air)
+            energy_j += radio.uplink_energy_j(net.fingerprint_bytes, air)
             bytes_up += net.fingerprint_bytes
             entry = self.cache.entries.get(req.input_id)
             down_busy, air = send(down_busy, down_bw, up_busy + prop, net.result_bytes)
-            energy_j += self.radio.downlink_energy_j(net.result_bytes, air)
+            energy_j += radio.downlink_energy_j(net.result_bytes, air)
             t = down_busy + prop
             if entry is not None:
                 return self._outcome(req, t, energy_j, bytes_up, 0, entry.accuracy, False, "")
@@ -547,13 +621,15 @@ class Simulator:
         wan_bytes = 0
         if plan.offloads:
             up_busy, air = send(up_busy, up_bw, t, plan.uplink_bytes)
-            energy_j += self.radio.uplink_energy_j(plan.uplink_bytes, air)
+            energy_j += radio.uplink_energy_j(plan.uplink_bytes, air)
             bytes_up += plan.uplink_bytes
             t = up_busy + prop
             batcher = self.plan_batcher[plan.index]
             if batcher is not None:
                 if self.edge_queue_len() >= self.cfg.edge.queue_capacity:
-                    return self._outcome(req, t, energy_j, bytes_up, 0, 0.0, False, "edge_full")
+                    return self._outcome(
+                        req, t, energy_j, bytes_up, 0, 0.0, plan.raw_input_leaves, "edge_full"
+                    )
                 window_s = self.cfg.edge.max_batch_wait_ms / 1e3
                 waiting = [j for _, _, j in batcher.waiting if j + window_s > t]
                 n = min(len(waiting) + 1, self.max_batch)
@@ -565,26 +641,38 @@ class Simulator:
                 start = dispatch if dispatch > free else free
                 t = start + interpolate_latency(self.edge_batch_sizes, plan.edge_batch_ms, n) / 1e3
             if plan.uses_cloud:
-                wan_busy, _ = send(
-                    self.wan_up.busy_until_s, self.wan_up.bandwidth, t, plan.wan_bytes
+                wan_busy = self.wan_up.bandwidth.transfer_end_s(
+                    max(t, self.wan_up.busy_until_s), plan.wan_bytes
                 )
                 t = wan_busy + self.wan_up.prop_s
                 if self.cloud_workers.waiting(now) >= self.cfg.cloud.queue_capacity:
                     return self._outcome(
-                        req, t, energy_j, bytes_up, plan.wan_bytes, 0.0, False, "cloud_full"
+                        req,
+                        t,
+                        energy_j,
+                        bytes_up,
+                        plan.wan_bytes,
+                        0.0,
+                        plan.raw_input_leaves,
+                        "cloud_full",
                     )
                 free = self.cloud_workers._free_s[0]
                 t = (t if t > free else free) + plan.cloud_s
-                wan_busy, _ = send(
-                    self.wan_down.busy_until_s, self.wan_down.bandwidth, t, net.result_bytes
+                wan_busy = self.wan_down.bandwidth.transfer_end_s(
+                    max(t, self.wan_down.busy_until_s), net.result_bytes
                 )
                 t = wan_busy + self.wan_down.prop_s
                 wan_bytes = plan.wan_bytes + net.result_bytes
             down_busy, air = send(down_busy, down_bw, t, net.result_bytes)
-            energy_j += self.radio.downlink_energy_j(net.result_bytes, air)
+            energy_j += radio.downlink_energy_j(net.result_bytes, air)
             t = down_busy + prop
+        elif caching:  # the device uploads its result (and fingerprint) for the edge cache
+            nbytes = net.result_bytes + net.fingerprint_bytes
+            up_busy, air = send(up_busy, up_bw, t, nbytes)
+            energy_j += radio.uplink_energy_j(nbytes, air)
+            bytes_up += nbytes
         return self._outcome(
-            req, t, energy_j, bytes_up, wan_bytes, accuracy, plan.raw_input_leaves, ""
+            req, t, energy_j, bytes_up, wan_bytes, plan.accuracy, plan.raw_input_leaves, ""
         )
 
     def _capped(self, latency_s: float) -> float:
@@ -606,7 +694,12 @@ class Simulator:
         w = self.w
         latency_s = finish_s - req.arrival_s
         if drop_reason:
-            utility = -w.drop - w.energy_per_j * energy_j
+            utility = (
+                -w.drop
+                - w.energy_per_j * energy_j
+                - w.bytes_per_mb * (bytes_up + bytes_wan) / MB
+                - w.privacy * raw_left
+            )
         else:
             utility = (
                 w.accuracy * accuracy

@@ -1,4 +1,7 @@
-"""Request arrivals, input popularity and applications (all draws from one numpy Generator)."""
+"""Request arrivals, input popularity and applications.
+
+Each device's arrival process draws from its own generator (see :mod:`edgerl.envs.sim.streams`).
+"""
 
 from __future__ import annotations
 
@@ -59,6 +62,24 @@ def load_interarrivals(path: str, where: str) -> list[float]:
     return out
 
 
+def mmpp_initial_state(mean_sojourn_s: Sequence[float], rng: np.random.Generator) -> int:
+    """The MMPP's state at time 0, drawn from its stationary distribution.
+
+    The states are visited in a cycle with exponential sojourns, so over time state ``i``
+    holds a share ``mean_sojourn_s[i] / sum(mean_sojourn_s)`` of the time (the embedded jump
+    chain visits every state equally often). Starting from this distribution makes an
+    episode's start look like any other moment of the process.
+    """
+    total = float(sum(mean_sojourn_s))
+    u = rng.random() * total
+    acc = 0.0
+    for i, m in enumerate(mean_sojourn_s):
+        acc += m
+        if u < acc:
+            return i
+    return len(mean_sojourn_s) - 1
+
+
 def interarrival_times(cfg: ArrivalConfig, rng: np.random.Generator) -> Iterator[float]:
     """An endless iterator of inter-arrival times [s] for one device."""
     if cfg.process == "poisson":
@@ -68,7 +89,8 @@ def interarrival_times(cfg: ArrivalConfig, rng: np.random.Generator) -> Iterator
             yield float(rng.exponential(mean))
     elif cfg.process == "mmpp":
         n_states = len(cfg.rates_per_s)
-        state = int(rng.integers(n_states))
+        state = mmpp_initial_state(cfg.mean_sojourn_s, rng)
+        # memoryless sojourns: the residual time in the initial state has the same law
         state_left_s = float(rng.exponential(cfg.mean_sojourn_s[state]))
         while True:
             gap = float(rng.exponential(1.0 / cfg.rates_per_s[state]))
