@@ -80,7 +80,9 @@ def models() -> None:
         v.add_column(col, overflow="fold")
     for s in specs:
         for var in s.variants.values():
-            if s.measured_accuracy:
+            if s.shipped_weights:
+                acc = "measured per exit (below; edgerl cifar accuracy)"
+            elif s.measured_accuracy:
                 acc = "measured per exit (edgerl digits)"
             elif var.final_accuracy is None:
                 acc = "unknown (scenario supplies it)"
@@ -90,6 +92,29 @@ def models() -> None:
                 s.name, var.name, var.precision, str(var.input_resolution), var.description, acc
             )
     console.print(v)
+    _print_measured_exits([s for s in specs if s.shipped_weights])
+
+
+def _print_measured_exits(specs: list[Any]) -> None:
+    """Per-exit top-1 of every variant of the families that ship an accuracy table."""
+    from edgerl.profiles.accuracy import AccuracyTableError, load_accuracy_table
+
+    t = Table(
+        title="measured top-1 per exit (CIFAR-10 test set, 10,000 JPEG images; "
+        "profiles/data/<model>/accuracy.npz)"
+    )
+    for col in ("model", "variant", "top-1 per exit (exit name: accuracy)"):
+        t.add_column(col, overflow="fold")
+    for s in specs:
+        try:
+            table = load_accuracy_table(s.name)
+        except AccuracyTableError as exc:
+            t.add_row(s.name, "", f"[red]no table[/red]: {exc}")
+            continue
+        for v in table.variants:
+            accs = ", ".join(f"{n}: {table.top1(v, e):.4f}" for e, n in enumerate(table.exit_names))
+            t.add_row(s.name, v, accs)
+    console.print(t)
 
 
 # --------------------------------------------------------------------------- profile
@@ -216,7 +241,7 @@ def profile(
         raise _fail(str(exc)) from exc
     command = _command_line()
     digits_result: Any = None
-    if spec.measured_accuracy:
+    if spec.measured_accuracy and not spec.shipped_weights:
         from edgerl.profiles import digits
 
         console.print(f"training {model} (seed {seed}) to measure per-exit accuracy ...")
@@ -275,3 +300,123 @@ def digits_cmd(
     for v, accs in res.accuracy.items():
         t.add_row(v, *(f"{a:.4f}" for a in accs))
     console.print(t)
+
+
+# --------------------------------------------------------------------------- cifar
+
+cifar_app = typer.Typer(
+    help="CIFAR-10 multi-exit families: train them for real; show their measured accuracy.",
+    no_args_is_help=True,
+)
+app.add_typer(cifar_app, name="cifar")
+
+DEFAULT_TAU = 0.9  # confidence threshold of `edgerl cifar accuracy` (our choice for the README)
+
+
+@cifar_app.command("train")
+def cifar_train(
+    model: Annotated[str, typer.Option(help="balexnet_c10, resnet_c10 or mobilenetv2_c10.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Directory with cifar10-jpeg-{train,test}.tar.gz or the extracted "
+            "train/ and test/ class folders (see profiles/cifar_data.py)."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Root to write <model>/accuracy.npz and weights-*.npz (profiles/data ships them)."
+        ),
+    ],
+    seed: Annotated[int, typer.Option(help="Seed of weights, batch order, augmentation.")] = 0,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="fp32 epochs [default: cifar.EPOCHS[model]].")
+    ] = None,
+    finetune_epochs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Fine-tuning epochs [default: cifar.FINETUNE_EPOCHS[model]]."),
+    ] = None,
+    limit_per_class: Annotated[
+        int | None,
+        typer.Option(min=1, help="Only the first K images per class of each split (quick runs)."),
+    ] = None,
+) -> None:
+    """Train, quantize, prune and fine-tune a CIFAR-10 family; measure every exit per image."""
+    from edgerl.profiles import cifar, cifar_data
+
+    start = time.perf_counter()
+    try:
+        config = cifar.CifarConfig(
+            model=model, seed=seed, epochs=epochs or 0, finetune_epochs=finetune_epochs or 0,
+            limit_per_class=limit_per_class,
+        )  # fmt: skip
+        cifar_data.locate(data, "train")
+        cifar_data.locate(data, "test")
+    except (ValueError, cifar_data.CifarDataError) as exc:
+        raise _fail(str(exc)) from exc
+    command = _command_line()
+    console.print(f"{command}\n{config}")
+    try:
+        result = cifar.train_and_evaluate(
+            config,
+            data,
+            progress=lambda msg: console.print(f"  [{time.strftime('%H:%M:%S')}] {msg}"),
+        )
+    except cifar_data.CifarDataError as exc:
+        raise _fail(str(exc)) from exc
+    wall_s = time.perf_counter() - start
+    for path in cifar.save_run(result, out, command, wall_s):
+        console.print(f"wrote {path} ({path.stat().st_size:,} B)")
+    console.print(f"phase wall times (s): {result.phase_time_s}; total {wall_s:.1f} s")
+    _print_accuracy(model, out, DEFAULT_TAU)
+
+
+def _print_accuracy(model: str, root: Path, tau: float) -> None:
+    import numpy as np
+    from edgerl.profiles.accuracy import load_accuracy_table
+
+    table = load_accuracy_table(model, root)
+    prov = table.metadata["provenance"]
+    t = Table(
+        title=f"{model}: top-1 on {table.n_inputs:,} CIFAR-10 test images (JPEG copy) per exit; "
+        f"threshold rule tau={tau}: share leaving at each exit and its overall top-1 "
+        f"(seed {prov.get('seed')}, run {prov.get('total_wall_time_s')} s)"
+    )
+    t.add_column("variant")
+    for name in table.exit_names:
+        t.add_column(name, justify="right")
+    t.add_column(f"tau={tau}: top-1", justify="right")
+    for v in table.variants:
+        taken = table.threshold_exits(v, tau)
+        shares = np.bincount(taken, minlength=len(table.exit_names)) / table.n_inputs
+        overall = float(table.threshold_correct(v, taken).mean())
+        t.add_row(
+            v,
+            *(f"{table.top1(v, e):.4f} ({shares[e]:.1%})" for e in range(len(table.exit_names))),
+            f"{overall:.4f}",
+        )
+    console.print(t)
+
+
+@cifar_app.command("accuracy")
+def cifar_accuracy(
+    model: Annotated[
+        str, typer.Option(help="A model with a shipped accuracy table, or all.")
+    ] = "all",
+    tau: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Confidence threshold of the exit rule.")
+    ] = DEFAULT_TAU,
+    root: Annotated[Path | None, typer.Option(help="Data root [default: profiles/data].")] = None,
+) -> None:
+    """Print the measured per-exit top-1 and the confidence-threshold exit shares."""
+    from edgerl.profiles.accuracy import AccuracyTableError, available_tables
+    from edgerl.profiles.schema import DATA_DIR
+
+    data_root = root or DATA_DIR
+    models_ = available_tables(data_root) if model == "all" else [model]
+    try:
+        for m in models_:
+            _print_accuracy(m, data_root, tau)
+    except AccuracyTableError as exc:
+        raise _fail(str(exc)) from exc

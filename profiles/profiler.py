@@ -15,7 +15,8 @@ the profiler records (see ``schema.py`` for the file layout):
   other jobs this discards rounds disturbed by them (all round medians are stored in
   ``round_medians_ms``).
   Each unit is fed the *real* output of the preceding units for a batch of seeded uniform
-  random images (digits: the trained networks; ImageNet families: random-weight networks).
+  random images (digits: the trained networks; CIFAR-10 families: the trained networks rebuilt
+  from their shipped weights; ImageNet families: random-weight networks).
 * **output bytes**: ``numel x element_size`` of the unit's real output tensor for one sample
   (``output_dtype`` says which it was: ``float32`` for fp32 variants, ``quint8`` between the
   units of an int8 variant); ``output_bytes_fp32`` / ``output_bytes_int8`` are the transmission
@@ -467,9 +468,15 @@ def resolve_device(settings: ProfileSettings, precision: str) -> torch.device:
 def networks(
     model: str, variant: str, seed: int, digits_result: Any | None = None
 ) -> tuple[zoo.MultiExitNet, zoo.MultiExitNet]:
-    """``(net, float_net)`` to profile: trained networks for digits, seeded random otherwise."""
+    """``(net, float_net)`` to profile: trained (digits, CIFAR-10) or seeded random networks."""
     spec = zoo.get_spec(model)
     vspec = spec.variant(variant)
+    if spec.shipped_weights:
+        from edgerl.profiles import cifar
+
+        net = cifar.load_trained(model, variant)
+        float_net = cifar.load_trained(model, "fp32") if vspec.precision == "int8" else net
+        return net, float_net
     if spec.measured_accuracy:
         if digits_result is None:
             raise ValueError(f"{model}: profiling needs the trained networks (digits_result)")
@@ -484,9 +491,11 @@ def networks(
 def exit_accuracies(
     model: str, variant: str, *, digits_result: Any | None = None, command: str = ""
 ) -> list[tuple[float | None, str]]:
-    """``(accuracy, accuracy_source)`` per exit: measured (digits) or cited / unknown."""
+    """``(accuracy, accuracy_source)`` per exit: measured (digits, CIFAR-10) or cited / unknown."""
     spec = zoo.get_spec(model)
     vspec = spec.variant(variant)
+    if spec.shipped_weights:
+        return cifar_exit_accuracies(model, variant)
     if spec.measured_accuracy:
         if digits_result is None:
             raise ValueError(f"{model}: accuracy is measured; pass digits_result")
@@ -494,6 +503,21 @@ def exit_accuracies(
         return [(a, src) for a in digits_result.accuracy[variant]]
     early = [(None, zoo.UNKNOWN_ACCURACY)] * (len(spec.exit_after) - 1)
     return [*early, (vspec.final_accuracy, vspec.final_accuracy_source)]
+
+
+def cifar_exit_accuracies(model: str, variant: str) -> list[tuple[float | None, str]]:
+    """Per-exit top-1 of a CIFAR-10 family from its shipped accuracy table, with the source."""
+    from edgerl.profiles.accuracy import load_accuracy_table
+
+    table = load_accuracy_table(model)
+    prov = table.metadata["provenance"]
+    src = (
+        f"measured: top-1 of this exit on the {table.n_inputs:,} CIFAR-10 test images (JPEG "
+        f"copy: a lossy re-encoding, so it may differ slightly from the original set); per-input "
+        f"answers in profiles/data/{model}/accuracy.npz (edgerl.profiles.accuracy), seed "
+        f"{prov.get('seed')}, trained by `{prov.get('command')}`"
+    )
+    return [(table.top1(variant, e), src) for e in range(len(table.exit_names))]
 
 
 def build_profile_dict(

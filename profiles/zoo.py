@@ -121,7 +121,11 @@ class ModelSpec:
     exit_after: tuple[int, ...]
     variants: dict[str, VariantSpec]
     builder: Callable[[float], tuple[list[nn.Module], list[nn.Module]]] = field(repr=False)
-    measured_accuracy: bool = False  # True: per-exit accuracy is measured (digits)
+    measured_accuracy: bool = False  # True: per-exit accuracy is measured (digits, CIFAR-10)
+    #: True: trained weights and a per-input accuracy table ship in ``profiles/data/<model>/``
+    #: (the CIFAR-10 families, :mod:`edgerl.profiles.cifar`); False: weights are random
+    #: (ImageNet families) or retrained from a seed (digits).
+    shipped_weights: bool = False
 
     @property
     def exit_names(self) -> tuple[str, ...]:
@@ -366,9 +370,13 @@ def _resnet18(width: float) -> tuple[list[nn.Module], list[nn.Module]]:
 class InvertedResidual(nn.Module):
     """MobileNetV2 block: 1x1 expansion, 3x3 depthwise, linear 1x1 projection (+ skip)."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int, expand: int) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, stride: int, expand: int, hidden: int | None = None
+    ) -> None:
         super().__init__()
-        hidden = c_in * expand
+        hidden = c_in * expand if hidden is None else hidden
+        if expand == 1 and hidden != c_in:
+            raise ValueError(f"an expansion-1 block runs its depthwise conv on its {c_in} inputs")
         layers: list[nn.Module] = []
         if expand != 1:
             layers += _conv_bn(c_in, hidden, 1)
@@ -455,6 +463,192 @@ def _digits(width: float) -> tuple[list[nn.Module], list[nn.Module]]:
         _digits_branch(c1),
         _digits_branch(c2),
         nn.Sequential(nn.Linear(fc, DIGITS_CLASSES)),
+    ]
+    return units, exits
+
+
+# ---- CIFAR-10 families (trained for real: edgerl.profiles.cifar) ----------------------------
+#
+# 32x32 RGB input in [0, 1] (pixel / 255, no mean/std normalisation: the BatchNorm after the first
+# convolution absorbs the input scale). The width argument of each builder scales only the
+# channels that structured L1 pruning removes (Li et al., "Pruning Filters for Efficient
+# ConvNets", ICLR 2017), so that ``builder(PRUNE_KEEP_FRACTION)`` is the architecture of the
+# ``pruned`` variant and :func:`edgerl.profiles.cifar.prune_l1` can copy the kept filters into it.
+
+CIFAR_CLASSES = 10  # CIFAR-10 label count (Krizhevsky, 2009)
+CIFAR_RESOLUTION_PX = 32  # CIFAR-10 images are 32x32
+CIFAR_BRANCH_WIDTH = 32  # channels of the 3x3 conv of a CIFAR exit branch (BranchyNet's
+#                          B-AlexNet branches use 32-channel 3x3 convs)
+CIFAR_BRANCH_POOL_PX = 4  # a CIFAR exit branch average-pools to 4x4 before its linear layer
+PRUNE_KEEP_FRACTION = 0.5  # the `pruned` variants keep half of the prunable channels
+
+
+def _scaled(channels: int, width: float) -> int:
+    return max(1, round(channels * width))
+
+
+def _cifar_branch(in_channels: int, spatial_px: int) -> nn.Module:
+    """A BranchyNet-style CIFAR exit: 3x3 conv + BN + ReLU, average pool to at most 4x4, linear.
+
+    Args:
+        in_channels: Channels of the unit output the branch reads.
+        spatial_px: Height = width of that output [px].
+    """
+    pool = min(CIFAR_BRANCH_POOL_PX, spatial_px)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, CIFAR_BRANCH_WIDTH, 3, padding=1, bias=False),
+        nn.BatchNorm2d(CIFAR_BRANCH_WIDTH),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(pool),
+        nn.Flatten(1),
+        nn.Linear(CIFAR_BRANCH_WIDTH * pool * pool, CIFAR_CLASSES),
+    )
+
+
+class ResidualBlock(nn.Module):
+    """``relu(body(x) + shortcut(x))``: a residual block whose two paths are plain chains."""
+
+    def __init__(self, body: nn.Sequential, shortcut: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+# B-AlexNet for CIFAR-10, after BranchyNet's (kunglab/branchynet networks/alex_cifar10.py,
+# Teerapittayanon et al., ICPR 2016): conv 5x5/32, 5x5/64, 3x3/96, 3x3/96, 3x3/64, each
+# stage pooled 3x3/2, fc 1024-256-128-10 with dropout 0.5. Local response normalisation is
+# replaced by BatchNorm (our choice: it folds into the int8 convolutions).
+BALEXNET_CONV = (32, 64, 96, 96, 64)  # conv1..conv5 output channels
+BALEXNET_FC = (256, 128)  # fc6, fc7 widths
+BALEXNET_DROPOUT = 0.5  # BranchyNet's B-AlexNet dropout
+BALEXNET_SPATIAL_AFTER_CONV5_PX = 4  # 32 -> 16 -> 8 -> 4 after three 3x3/2 max-pools
+
+
+def _balexnet_c10(width: float) -> tuple[list[nn.Module], list[nn.Module]]:
+    c1, c2, c3, c4, c5 = (_scaled(c, width) for c in BALEXNET_CONV)
+    f6, f7 = (_scaled(f, width) for f in BALEXNET_FC)
+    flat = c5 * BALEXNET_SPATIAL_AFTER_CONV5_PX * BALEXNET_SPATIAL_AFTER_CONV5_PX
+
+    def conv(c_in: int, c_out: int, kernel: int, pool: bool) -> nn.Module:
+        layers: list[nn.Module] = [
+            nn.Conv2d(c_in, c_out, kernel, padding=(kernel - 1) // 2, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        ]
+        if pool:
+            layers.append(nn.MaxPool2d(3, 2, 1))
+        return nn.Sequential(*layers)
+
+    units: list[nn.Module] = [
+        conv(IMAGE_CHANNELS, c1, 5, pool=True),
+        conv(c1, c2, 5, pool=True),
+        conv(c2, c3, 3, pool=False),
+        conv(c3, c4, 3, pool=False),
+        conv(c4, c5, 3, pool=True),
+        nn.Sequential(nn.Flatten(1), nn.Linear(flat, f6), nn.ReLU(inplace=True),
+                      nn.Dropout(BALEXNET_DROPOUT)),
+        nn.Sequential(nn.Linear(f6, f7), nn.ReLU(inplace=True), nn.Dropout(BALEXNET_DROPOUT)),
+    ]  # fmt: skip
+    exits: list[nn.Module] = [
+        _cifar_branch(c1, CIFAR_RESOLUTION_PX // 2),
+        _cifar_branch(c2, CIFAR_RESOLUTION_PX // 4),
+        _cifar_branch(c3, CIFAR_RESOLUTION_PX // 4),
+        _cifar_branch(c5, CIFAR_RESOLUTION_PX // 8),
+        nn.Sequential(nn.Linear(f7, CIFAR_CLASSES)),
+    ]
+    return units, exits
+
+
+# ResNet-20 for CIFAR-10 (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016,
+# section 4.2: 3x3 stem, three stages of n = 3 basic blocks with 16/32/64 channels, global
+# average pool, fc). Projection (1x1 conv) shortcuts where the shape changes (the paper's
+# option B). Pruning thins the first conv of every block only, as Li et al. (ICLR 2017) do
+# for ResNets, so the residual sums keep their shapes.
+RESNET_C10_STAGES = ((16, 1), (32, 2), (64, 2))  # (channels, first stride) per stage
+RESNET_C10_BLOCKS = 3  # basic blocks per stage (ResNet-20: 6n + 2 = 20 layers)
+
+
+def _resnet_block(c_in: int, c_out: int, stride: int, inner: int) -> nn.Module:
+    body = nn.Sequential(
+        nn.Conv2d(c_in, inner, 3, stride, 1, bias=False),
+        nn.BatchNorm2d(inner),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(inner, c_out, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(c_out),
+    )
+    shortcut: nn.Module = nn.Identity()
+    if stride != 1 or c_in != c_out:
+        shortcut = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+        )
+    return ResidualBlock(body, shortcut)
+
+
+def _resnet_c10(width: float) -> tuple[list[nn.Module], list[nn.Module]]:
+    stem = RESNET_C10_STAGES[0][0]
+    units: list[nn.Module] = [
+        nn.Sequential(
+            nn.Conv2d(IMAGE_CHANNELS, stem, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(stem),
+            nn.ReLU(inplace=True),
+        )
+    ]
+    c_in = stem
+    for c_out, stride in RESNET_C10_STAGES:
+        for i in range(RESNET_C10_BLOCKS):
+            units.append(_resnet_block(c_in, c_out, stride if i == 0 else 1, _scaled(c_out, width)))
+            c_in = c_out
+    exits: list[nn.Module] = [
+        _cifar_branch(RESNET_C10_STAGES[0][0], CIFAR_RESOLUTION_PX),
+        _cifar_branch(RESNET_C10_STAGES[1][0], CIFAR_RESOLUTION_PX // 2),
+        nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(c_in, CIFAR_CLASSES)),
+    ]
+    return units, exits
+
+
+# MobileNetV2 for CIFAR-10: Sandler et al. (CVPR 2018) Table 2 at width 0.5 (channels halved,
+# the last conv kept at 1280 as the paper does for widths below 1), with the stem's stride set
+# to 1 for 32x32 input, so the seven stages see 32, 16, 8, 4, 4, 2, 2 px (our choice: the
+# CIFAR ports that also keep the second stage at stride 1 train 2.5x slower on this CPU).
+# Pruning thins the expansion (hidden) channels of every inverted-residual block and the last
+# 1x1 conv; block outputs keep their shapes.
+MBV2_C10_WIDTH = 0.5  # channel-width multiplier of the architecture (our choice: CPU budget)
+MBV2_C10_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                     (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))  # fmt: skip
+MBV2_C10_STEM = 32  # stem channels at width 1 (stride 1 here)
+
+
+def mbv2_c10_channels() -> tuple[int, ...]:
+    """Output channels of the stem and of the seven stages of ``mobilenetv2_c10``."""
+    stem = _scaled(MBV2_C10_STEM, MBV2_C10_WIDTH)
+    return (stem, *(_scaled(c, MBV2_C10_WIDTH) for _, c, _, _ in MBV2_C10_SETTINGS))
+
+
+def _mobilenetv2_c10(width: float) -> tuple[list[nn.Module], list[nn.Module]]:
+    channels = mbv2_c10_channels()
+    stages: list[list[nn.Module]] = []
+    c_in = channels[0]
+    for (t, _, n, s), c in zip(MBV2_C10_SETTINGS, channels[1:], strict=True):
+        blocks: list[nn.Module] = []
+        for i in range(n):
+            hidden = c_in if t == 1 else _scaled(c_in * t, width)
+            blocks.append(InvertedResidual(c_in, c, s if i == 0 else 1, t, hidden=hidden))
+            c_in = c
+        stages.append(blocks)
+    last = _scaled(_MBV2_LAST, width)
+    units: list[nn.Module] = [
+        nn.Sequential(*_conv_bn(IMAGE_CHANNELS, channels[0], 3, 1), *stages[0]),
+        *(nn.Sequential(*blocks) for blocks in stages[1:]),
+        nn.Sequential(*_conv_bn(c_in, last, 1)),
+    ]
+    exits: list[nn.Module] = [
+        _cifar_branch(channels[2], CIFAR_RESOLUTION_PX // 2),
+        _cifar_branch(channels[4], CIFAR_RESOLUTION_PX // 8),
+        _cifar_branch(channels[6], CIFAR_RESOLUTION_PX // 16),
+        nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(last, CIFAR_CLASSES)),
     ]
     return units, exits
 
@@ -606,6 +800,95 @@ _REGISTRY: dict[str, ModelSpec] = {
 }
 
 
+_CIFAR_MEASURED = (
+    "measured: per exit and per test image, profiles/data/{model}/accuracy.npz "
+    "(edgerl.profiles.accuracy; trained by `edgerl cifar train`)"
+)
+
+
+def _cifar_variants(model: str, pruned: str) -> dict[str, VariantSpec]:
+    src = _CIFAR_MEASURED.format(model=model)
+    return {
+        "fp32": VariantSpec("fp32", "fp32", CIFAR_RESOLUTION_PX,
+                            "float32, trained on CIFAR-10 (joint BranchyNet loss)",
+                            final_accuracy_source=src),
+        "int8": VariantSpec("int8", "int8", CIFAR_RESOLUTION_PX,
+                            _INT8_DESC + "; calibrated on CIFAR-10 training images",
+                            final_accuracy_source=src),
+        "pruned": VariantSpec("pruned", "fp32", CIFAR_RESOLUTION_PX,
+                              f"float32, L1-norm structured filter pruning (Li et al., ICLR 2017) "
+                              f"to {PRUNE_KEEP_FRACTION:.0%} of {pruned}, then fine-tuned",
+                              width_multiplier=PRUNE_KEEP_FRACTION, final_accuracy_source=src),
+    }  # fmt: skip
+
+
+def _mbv2_c10_unit_names() -> tuple[str, ...]:
+    ch = mbv2_c10_channels()
+    return ("stem", *(f"ir{c}" for c in ch[2:]), f"conv{_MBV2_LAST}")
+
+
+_REGISTRY.update(
+    {
+        "balexnet_c10": ModelSpec(
+            name="balexnet_c10",
+            family="alexnet",
+            description="B-AlexNet for CIFAR-10 (BranchyNet layout, BatchNorm) with 4 branches "
+            "(5 exits, as Edgent's prototype), trained for real",
+            in_channels=IMAGE_CHANNELS,
+            num_classes=CIFAR_CLASSES,
+            unit_names=("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"),
+            unit_layer_types=("conv", "conv", "conv", "conv", "conv", "linear", "linear"),
+            exit_after=(0, 1, 2, 4, 6),
+            variants=_cifar_variants(
+                "balexnet_c10", "the channels of every conv and the neurons of fc6 and fc7"
+            ),
+            builder=_balexnet_c10,
+            measured_accuracy=True,
+            shipped_weights=True,
+        ),
+        "resnet_c10": ModelSpec(
+            name="resnet_c10",
+            family="resnet",
+            description="ResNet-20 for CIFAR-10 with 2 branches (after stages 1 and 2), trained "
+            "for real",
+            in_channels=IMAGE_CHANNELS,
+            num_classes=CIFAR_CLASSES,
+            unit_names=(
+                "stem",
+                *(f"layer{s}_{b}" for s in (1, 2, 3) for b in range(RESNET_C10_BLOCKS)),
+            ),
+            unit_layer_types=("conv",) + ("residual",) * (3 * RESNET_C10_BLOCKS),
+            exit_after=(RESNET_C10_BLOCKS, 2 * RESNET_C10_BLOCKS, 3 * RESNET_C10_BLOCKS),
+            variants=_cifar_variants(
+                "resnet_c10", "the channels of the first conv of every residual block"
+            ),
+            builder=_resnet_c10,
+            measured_accuracy=True,
+            shipped_weights=True,
+        ),
+        "mobilenetv2_c10": ModelSpec(
+            name="mobilenetv2_c10",
+            family="mobilenet",
+            description="MobileNetV2 0.5 for CIFAR-10 (stride-1 stem and second stage) with 3 "
+            "branches, trained for real",
+            in_channels=IMAGE_CHANNELS,
+            num_classes=CIFAR_CLASSES,
+            unit_names=_mbv2_c10_unit_names(),
+            unit_layer_types=("depthwise",) * 7 + ("conv",),
+            exit_after=(1, 3, 5, 7),
+            variants=_cifar_variants(
+                "mobilenetv2_c10",
+                "the expansion channels of every inverted-residual block and the channels of "
+                "the last 1x1 conv",
+            ),
+            builder=_mobilenetv2_c10,
+            measured_accuracy=True,
+            shipped_weights=True,
+        ),
+    }
+)
+
+
 def list_models() -> list[ModelSpec]:
     """Every zoo model, with its variants, units and exits (no weights are built)."""
     return list(_REGISTRY.values())
@@ -731,10 +1014,114 @@ def quantize(
     Returns:
         A new :class:`MultiExitNet` with ``precision == "int8"``.
     """
-    if net.precision != "fp32":
-        raise ValueError(f"{net.model_name}/{net.variant}: quantize() needs a float network")
     if not calibration:
         raise ValueError("quantize() needs at least one calibration batch")
+    prepared = prepare_int8(net, calibration[0], variant=variant)
+    prepared.calibrate(calibration)
+    return prepared.convert()
+
+
+@dataclass
+class PreparedInt8:
+    """A float network with FX observers inserted into every unit and exit head.
+
+    Calibrate it (:meth:`calibrate`) or load calibrated observer statistics
+    (:meth:`load_observer_state`), then :meth:`convert` it to the int8 network. The observer
+    statistics are plain tensors, so a calibration can be stored without pickle and the int8
+    network rebuilt bit for bit from the float weights (see :mod:`edgerl.profiles.cifar`).
+
+    Attributes:
+        float_net: A copy of the float network (eval mode); calibration activations flow
+            through its units.
+        units: The prepared units (``torch.fx.GraphModule`` with observers).
+        exits: The prepared exit heads.
+        variant: Variant name of the int8 result.
+    """
+
+    float_net: MultiExitNet
+    units: list[nn.Module]
+    exits: list[nn.Module]
+    variant: str
+
+    def calibrate(self, calibration: Sequence[Tensor]) -> None:
+        """Let the observers see ``calibration`` batches flowing through the float units."""
+        heads = dict(zip(self.float_net.exit_after, self.exits, strict=True))
+        with quiet_quantization_warnings(), torch.no_grad():
+            for x in calibration:
+                h = x
+                for i, unit in enumerate(self.float_net.units):
+                    self.units[i](h)
+                    h = unit(h)
+                    if i in heads:
+                        heads[i](h)
+
+    def observer_state(self) -> dict[str, Tensor]:
+        """The observers' statistics, keyed ``units.<i>.<name>`` / ``exits.<e>.<name>``."""
+        out: dict[str, Tensor] = {}
+        for kind, mods in (("units", self.units), ("exits", self.exits)):
+            for i, m in enumerate(mods):
+                for k, v in m.state_dict().items():
+                    if _OBSERVER_KEY in k:
+                        out[f"{kind}.{i}.{k}"] = v.detach().clone()
+        return out
+
+    def load_observer_state(self, state: dict[str, Tensor]) -> None:
+        """Load statistics saved by :meth:`observer_state` (every observer must be covered)."""
+        expected = set(self.observer_state())
+        if set(state) != expected:
+            missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+            raise ValueError(
+                f"{self.float_net.model_name}/{self.variant}: observer state does not match the "
+                f"prepared network (missing {missing[:3]}, unexpected {extra[:3]})"
+            )
+        for kind, mods in (("units", self.units), ("exits", self.exits)):
+            for i, m in enumerate(mods):
+                prefix = f"{kind}.{i}."
+                sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                m.load_state_dict(sub, strict=False)
+
+    def convert(self) -> MultiExitNet:
+        """The int8 :class:`MultiExitNet` (the prepared modules are consumed)."""
+        from torch.ao.quantization.quantize_fx import convert_fx
+
+        net = self.float_net
+        with quiet_quantization_warnings(), torch.no_grad():
+            q_units = [convert_fx(m) for m in self.units]  # type: ignore[arg-type]
+            q_exits = [convert_fx(m) for m in self.exits]  # type: ignore[arg-type]
+        qnet = MultiExitNet(
+            model=net.model_name,
+            family=net.family,
+            variant=self.variant,
+            precision="int8",
+            units=q_units,
+            exits=q_exits,
+            unit_names=net.unit_names,
+            unit_layer_types=net.unit_layer_types,
+            exit_names=net.exit_names,
+            exit_after=net.exit_after,
+            input_shape=net.input_shape,
+            num_classes=net.num_classes,
+        )
+        return qnet.eval()
+
+
+_OBSERVER_KEY = "activation_post_process"  # FX names every inserted observer with this prefix
+
+
+def prepare_int8(net: MultiExitNet, example: Tensor, *, variant: str | None = None) -> PreparedInt8:
+    """Insert int8 observers into every unit and exit head of a float network (FX, x86).
+
+    Args:
+        net: A float network in eval mode (it is not modified).
+        example: An input batch, used only to trace the units (not as calibration).
+        variant: Variant name of the int8 result (default: ``net.variant``); it must be an int8
+            variant of the model.
+
+    Returns:
+        The prepared network, not yet calibrated.
+    """
+    if net.precision != "fp32":
+        raise ValueError(f"{net.model_name}/{net.variant}: quantize() needs a float network")
     variant = net.variant if variant is None else variant
     if get_spec(net.model_name).variant(variant).precision != "int8":
         raise ValueError(
@@ -742,47 +1129,28 @@ def quantize(
         )
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    from torch.ao.quantization.quantize_fx import prepare_fx
 
     torch.backends.quantized.engine = QUANT_BACKEND
     qconfig = get_default_qconfig_mapping(QUANT_BACKEND)
     float_net = copy.deepcopy(net).eval()
 
-    def convert(
-        module: nn.Module, inputs: list[Tensor], quant_in: bool, quant_out: bool
-    ) -> nn.Module:
+    def prepare(module: nn.Module, x: Tensor, quant_in: bool, quant_out: bool) -> nn.Module:
         custom = PrepareCustomConfig()
         if quant_in:
             custom.set_input_quantized_indexes([0])
         if quant_out:
             custom.set_output_quantized_indexes([0])
-        prepared = prepare_fx(module, qconfig, (inputs[0],), prepare_custom_config=custom)
-        for x in inputs:
-            prepared(x)
-        return convert_fx(prepared)
+        return prepare_fx(copy.deepcopy(module), qconfig, (x,), prepare_custom_config=custom)
 
     heads = dict(zip(float_net.exit_after, float_net.exits, strict=True))
-    q_units: list[nn.Module] = []
-    q_exits: list[nn.Module] = []
+    units: list[nn.Module] = []
+    exits: list[nn.Module] = []
     with quiet_quantization_warnings(), torch.no_grad():
-        acts = list(calibration)
+        h = example
         for i, unit in enumerate(float_net.units):
-            q_units.append(convert(unit, acts, quant_in=i > 0, quant_out=True))
-            acts = [unit(x) for x in acts]
+            units.append(prepare(unit, h, quant_in=i > 0, quant_out=True))
+            h = unit(h)
             if i in heads:
-                q_exits.append(convert(heads[i], acts, quant_in=True, quant_out=False))
-    qnet = MultiExitNet(
-        model=net.model_name,
-        family=net.family,
-        variant=variant,
-        precision="int8",
-        units=q_units,
-        exits=q_exits,
-        unit_names=net.unit_names,
-        unit_layer_types=net.unit_layer_types,
-        exit_names=net.exit_names,
-        exit_after=net.exit_after,
-        input_shape=net.input_shape,
-        num_classes=net.num_classes,
-    )
-    return qnet.eval()
+                exits.append(prepare(heads[i], h, quant_in=True, quant_out=False))
+    return PreparedInt8(float_net=float_net, units=units, exits=exits, variant=variant)

@@ -7,6 +7,7 @@ import torch
 from edgerl.profiles import zoo
 
 IMAGENET_MODELS = ("alexnet_me", "resnet18_me", "mobilenetv2_me")
+CIFAR_MODELS = ("balexnet_c10", "resnet_c10", "mobilenetv2_c10")
 
 # torchvision model documentation (pytorch.org/vision/stable/models.html): num_params and GFLOPS
 # (GFLOPS there count multiply-adds, i.e. half of torch.utils.flop_counter's FLOPs) of the
@@ -24,7 +25,7 @@ def fp32_nets() -> dict[str, zoo.MultiExitNet]:
 
 def test_registry_lists_every_family_with_fixed_names() -> None:
     specs = {s.name: s for s in zoo.list_models()}
-    assert set(specs) == {*IMAGENET_MODELS, "digits_me"}
+    assert set(specs) == {*IMAGENET_MODELS, "digits_me", *CIFAR_MODELS}
     for name in IMAGENET_MODELS:
         s = specs[name]
         assert set(s.variants) == {"fp32", "int8", "r160"}
@@ -32,6 +33,11 @@ def test_registry_lists_every_family_with_fixed_names() -> None:
         assert s.input_shape("fp32") == (3, 224, 224)
         assert s.input_shape("r160") == (3, 160, 160)
     assert set(specs["digits_me"].variants) == {"fp32", "int8", "pruned50"}
+    for name in CIFAR_MODELS:
+        s = specs[name]
+        assert set(s.variants) == {"fp32", "int8", "pruned"}
+        assert s.input_shape("fp32") == s.input_shape("pruned") == (3, 32, 32)
+        assert s.shipped_weights and s.measured_accuracy
     for s in specs.values():
         assert len(s.exit_after) >= 3
         assert s.exit_after[-1] == len(s.unit_names) - 1
