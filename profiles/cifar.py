@@ -601,6 +601,34 @@ def _weights_meta(
     }
 
 
+def save_weights(net: zoo.MultiExitNet, root: Path, provenance_info: Mapping[str, Any]) -> Path:
+    """Write a float network's state_dict arrays as ``root/<model>/weights-<variant>.npz``."""
+    if net.precision != "fp32":
+        raise ValueError(f"{net.model_name}/{net.variant}: save_weights takes a float network")
+    return _save_npz(
+        weights_path(net.model_name, net.variant, root),
+        _weights_meta(net.model_name, net.variant, "state_dict", provenance_info),
+        net.state_dict(),
+    )
+
+
+def save_int8_observers(
+    model: str, state: Mapping[str, Tensor], root: Path, provenance_info: Mapping[str, Any]
+) -> Path:
+    """Write calibrated int8 observer statistics as ``root/<model>/weights-int8.npz``."""
+    return _save_npz(
+        weights_path(model, "int8", root),
+        _weights_meta(model, "int8", INT8_CONTENT, provenance_info),
+        state,
+    )
+
+
+INT8_CONTENT = (
+    "int8 observer statistics (zoo.PreparedInt8.observer_state) of the fp32 weights "
+    "calibrated as provenance.recipe says; load_trained converts them"
+)
+
+
 def save_run(
     result: CifarResult, out_root: Path, command: str, total_wall_time_s: float
 ) -> list[Path]:

@@ -5,7 +5,7 @@ heads* attached after some of them; the last exit follows the last unit and is t
 own classifier. This is the structure a :class:`~edgerl.profiles.schema.LayerProfile` describes,
 so a profile of a zoo model has one entry per unit and per exit, in the same order.
 
-Families (the backbones are the torchvision reference architectures, rebuilt here layer for
+Families (the ImageNet backbones are the torchvision reference architectures, rebuilt here layer for
 layer; ``tests/test_zoo.py`` checks their parameter counts against torchvision's documented
 ``num_params`` and their FLOPs against its documented GFLOPS):
 
@@ -16,13 +16,18 @@ model               backbone                                                    
 ``resnet18_me``     ResNet-18                                                       9      4
 ``mobilenetv2_me``  MobileNetV2 (width 1.0)                                         8      4
 ``digits_me``       a small CNN for scikit-learn's 8x8 digits (trained for real)    4      3
+``balexnet_c10``    BranchyNet's B-AlexNet for CIFAR-10 (trained for real)          7      5
+``resnet_c10``      ResNet-20 for CIFAR-10 (trained for real)                      10      3
+``mobilenetv2_c10`` MobileNetV2 0.5 for CIFAR-10 (trained for real)                 8      4
 ==================  ============================================================  =====  =====
 
 Variants are data entries (:class:`VariantSpec`), not code paths: ``fp32``; ``int8`` (real
 static int8 quantization of every unit and exit head with ``torch.ao.quantization`` FX graph
 mode, x86/fbgemm backend; the tensors passed between units are ``quint8``); ``r160`` (ImageNet
 families fed 160x160 input); for digits, ``pruned50`` (L1-norm structured filter pruning to half
-the channels, then fine-tuned; see :mod:`edgerl.profiles.digits`).
+the channels, then fine-tuned; see :mod:`edgerl.profiles.digits`); for the CIFAR-10 families,
+``pruned`` (L1-norm structured pruning to half of the prunable channels, then fine-tuned; see
+:mod:`edgerl.profiles.cifar`, which also ships their trained weights and per-input accuracy).
 
 The ImageNet-scale models carry random (seeded) weights: ImageNet weights cannot be downloaded
 here, so they serve cost profiling (latency, bytes, FLOPs), and their accuracy is cited from
