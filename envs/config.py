@@ -195,6 +195,12 @@ class RewardConfig:
     # makes per-request penalties unbounded (tens of seconds), which dominates RL returns.
     # None: no cap. Metrics always report the true latency.
     latency_cap_s: float | None = None
+    # Which step a request's utility is credited to (the env's reward signal; metrics are
+    # unaffected). "decision": the step that decided it, as the simulator's exact what-if
+    # predicts it then, plus a correction when the request finishes (actual - predicted) in
+    # the step where that happens; the episode's return is unchanged. "finish": the step in
+    # which the request finishes (the env v1 signal). See edgerl.envs.env.
+    credit: Literal["decision", "finish"] = "decision"
 
 
 @dataclass(frozen=True)
@@ -210,6 +216,9 @@ class ScenarioConfig:
     workload: WorkloadConfig
     action_menu: ActionMenuConfig
     reward: RewardConfig = field(default_factory=RewardConfig)
+    # Load shedding: "deadline" drops a request at the tier where missing its deadline becomes
+    # certain (see edgerl.envs.sim.simulator); "off" serves every request however late.
+    shedding: Literal["off", "deadline"] = "off"
     path: str = "<memory>"
 
     def validate(self) -> None:

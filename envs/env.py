@@ -17,6 +17,7 @@ from edgerl.envs.observation import (
 from edgerl.envs.sim.build import ScenarioModel, build_simulator, scenario_model
 from edgerl.envs.sim.network import BITS_PER_BYTE, BITS_PER_MBIT
 from edgerl.envs.sim.simulator import REWARD_PARTS, Request, Simulator
+from edgerl.envs.sim.streams import episode_entropy
 from gymnasium import spaces
 
 #: Below this window the bandwidth estimate is the instantaneous value [s].
@@ -72,21 +73,35 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
     | cloud_queue_len     | requests  | waiting for a cloud worker                            |
     | wan_queue_kb        | kB        | bytes queued edge -> cloud, not yet delivered         |
     | wan_drain_est_ms    | ms        | wan_queue_kb at the past-window WAN bandwidth         |
+    | edge_batch_ms       | ms        | service time of the edge's recent batches (EWMA)      |
     | cache_hit_rate      | fraction  | recent edge cache hit rate                            |
     | cache_fill          | fraction  | edge cache occupancy                                  |
     | arrival_rate_per_s  | 1/s       | this device's recent request rate                     |
+    | input_seen_recently | indicator | the device sent this input among its recent requests  |
     | deadline_ms         | ms        | this request's deadline                               |
     | energy_left         | fraction  | device energy budget left                             |
     | app_<name>          | indicator | one per application                                   |
 
     ## Rewards
 
-    The sum of the utilities of the requests that finished since the previous step:
-    ``w_acc * accuracy - w_lat * min(latency_s, latency_cap_s) - w_energy * energy_j
-    - w_slo * missed - w_bytes * MB_sent - w_priv * raw_input_left``; a dropped request earns
-    ``-w_drop`` minus its energy, bytes and privacy parts (``latency_cap_s``: optional, none by
-    default). The weighted parts are in ``info["reward_parts"]``; weights in the scenario's
-    ``reward``.
+    Each request has a utility, the sum of weighted parts: ``w_acc * accuracy - w_lat *
+    min(latency_s, latency_cap_s) - w_energy * energy_j - w_slo * missed - w_bytes * MB_sent
+    - w_priv * raw_input_left``; a dropped request earns ``-w_drop`` minus its energy, bytes
+    and privacy parts (``latency_cap_s``: optional, none by default). Which step is credited
+    with it is the scenario's ``reward.credit``:
+
+    * ``decision`` (default): step k earns the utility of the request decided at step k, as
+      :meth:`Simulator.predict_outcome` computes it at the decision (an exact replay of its
+      path on the current queues with the true future bandwidth: rewards may use hindsight,
+      observations may not). When a request finishes, the difference between its actual and
+      predicted utility is added to the reward of the step in which it finishes. The
+      difference is zero wherever the path is FIFO (one device, no batch partner arriving
+      later, no cache entry changing before the lookup); in every case the episode's return
+      equals the sum of the actual utilities. ``info["credit_correction"]`` is that step's
+      sum of differences.
+    * ``finish``: step k earns the utilities of the requests that finished during it (v1).
+
+    The weighted parts are in ``info["reward_parts"]``; weights in the scenario's ``reward``.
 
     ## Episode End
 
@@ -166,9 +181,12 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
         ]
         self._parts = [0.0] * len(REWARD_PARTS)
         self._n_done = 0
+        self._correction = 0.0
+        self._decision_credit = cfg.reward.credit == "decision"
         self.sim: Simulator | None = None
         self._req: Request | None = None
         self._last_req: Request | None = None
+        self.episode_entropy = 0
 
     # --------------------------------------------------------------------- gym API
 
@@ -176,9 +194,15 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        # One integer drawn from np_random seeds the episode's streams (one per source).
+        # One integer drawn from np_random seeds the episode's streams (one per source); it is
+        # kept so that references (the hindsight oracle) can rebuild the same episode.
+        self.episode_entropy = episode_entropy(self.np_random)
         self.sim = build_simulator(
-            self.model, self.np_random, self.split, record=self.record, log_events=self.log_events
+            self.model,
+            np.random.SeedSequence(self.episode_entropy),
+            self.split,
+            record=self.record,
+            log_events=self.log_events,
         )
         self.sim.on_finish.append(self._on_finish)
         self._req = self.sim.next_decision()
@@ -197,7 +221,15 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
         parts = self._parts
         parts[:] = self._zero_parts
         self._n_done = 0
+        self._correction = 0.0
         feasible = bool(self._mask[a])
+        if self._decision_credit and feasible:
+            # decision-time credit: the request's own outcome, as the exact what-if predicts it
+            req = self._req
+            predicted = sim.predict_outcome(req, self.plans[a]).parts
+            req.predicted_parts = predicted
+            for i, v in enumerate(predicted):
+                parts[i] += v
         sim.apply(a, feasible)
         self._last_req = self._req
         self._req = sim.next_decision()
@@ -215,6 +247,7 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
             "reward_parts": dict(zip(REWARD_PARTS, parts, strict=True)),
             "finished": self._n_done,
             "infeasible": not feasible,
+            "credit_correction": self._correction,
         }
         return obs, reward, False, truncated, info
 
@@ -231,8 +264,14 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
 
     def _on_finish(self, req: Request) -> None:
         parts = self._parts
-        for i, v in enumerate(req.parts):
-            parts[i] += v
+        predicted = req.predicted_parts
+        if predicted:  # decision credit: only the prediction's error is left to pay
+            for i, (v, p) in enumerate(zip(req.parts, predicted, strict=True)):
+                parts[i] += v - p
+                self._correction += v - p
+        else:
+            for i, v in enumerate(req.parts):
+                parts[i] += v
         self._n_done += 1
 
     def raw_state(self) -> np.ndarray:
@@ -274,9 +313,11 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
             sim.cloud_workers.waiting(now),
             wan_queued / BYTES_PER_KB,
             _drain_ms(wan_queued, wan_mbps),
+            sim.edge_batch_ms_ewma,
             sim.cache_hit_ewma,
             sim.cache.fill,
             1.0 / gap if gap > 0 else 0.0,
+            float(req.seen_recently),
             req.deadline_s * 1e3,
             energy_left,
             *self._app_onehot[req.app],

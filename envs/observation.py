@@ -7,12 +7,14 @@ each comes from:
 
 - measured by the device: its bandwidth estimate (mean over the past window), the bytes it
   has handed to its uplink and not had delivered, its CPU's queued work (profiled compute
-  times of the jobs it has queued), its request rate, the request's deadline and application,
-  its energy budget;
+  times of the jobs it has queued), its request rate, whether it sent the same input
+  recently (its own history of fingerprints), the request's deadline and application, its
+  energy budget;
 - reported by the edge server (its own state at that instant; a real system piggybacks it
   on responses or broadcasts it): edge queue and batcher occupancy, the time until an edge
-  worker is free (profiled compute of the batches it dispatched), cloud queue length, the
-  bytes it has queued towards the cloud, the WAN bandwidth estimate, cache hit rate and fill.
+  worker is free (profiled compute of the batches it dispatched), the service time of its
+  recent batches, cloud queue length, the bytes it has queued towards the cloud, the WAN
+  bandwidth estimate, cache hit rate and fill.
 
 Drain-time estimates divide queued bytes by the past-window bandwidth: they are what a sender
 can predict, not the true future drain time.
@@ -113,6 +115,12 @@ def observation_features(
             BACKLOG_SCALE_MS,
             "estimated time to deliver the queued WAN bytes at the past-window bandwidth",
         ),
+        Feature(
+            "edge_batch_ms",
+            "ms",
+            BACKLOG_SCALE_MS,
+            "service time of the edge's recent batches (EWMA of profiled batch latency)",
+        ),
         Feature("cache_hit_rate", "fraction", 1.0, "recent edge cache hit rate (EWMA)"),
         Feature("cache_fill", "fraction", 1.0, "edge cache occupancy"),
         Feature(
@@ -120,6 +128,13 @@ def observation_features(
             "1/s",
             RATE_SCALE_PER_S,
             "this device's recent request rate (EWMA of inter-arrival gaps)",
+        ),
+        Feature(
+            "input_seen_recently",
+            "indicator",
+            1.0,
+            "this device sent the same input (fingerprint) among its last "
+            "64 requests (RECENT_INPUTS_PER_DEVICE in edgerl.envs.sim.simulator)",
         ),
         Feature("deadline_ms", "ms", max_deadline_ms, "this request's deadline"),
         Feature("energy_left", "fraction", 1.0, "device energy budget left this episode"),

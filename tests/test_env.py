@@ -49,20 +49,35 @@ def test_seeded_determinism(busy):
     assert rollout(env, seed=4, policy_seed=0) != a
 
 
-def test_reward_is_the_sum_of_named_parts(busy):
-    env = CollabInferenceEnv(busy, record=True)
+@pytest.mark.parametrize("credit", ["decision", "finish"])
+def test_reward_is_the_sum_of_named_parts_and_the_return_of_every_request(credit):
+    model = toy_model(
+        {
+            "devices.count": 3,
+            "workload.arrival.rate_per_s": 20.0,
+            "horizon_s": 10.0,
+            "edge.cache_capacity": 16,
+            "action_menu.cache_policies": ["none", "lru"],
+            "action_menu.batch_sizes": [1, 4],
+            "workload.zipf_s": 1.0,
+            "reward": {"credit": credit},
+        }
+    )
+    env = CollabInferenceEnv(model, record=True)
     env.reset(seed=0)
-    total, finished = 0.0, 0
-    for _ in range(200):
-        _, r, _, trunc, info = env.step(int(np.flatnonzero(env.action_masks())[0]))
+    rng = np.random.default_rng(0)
+    total, finished, steps = 0.0, 0, 0
+    while True:
+        _, r, _, trunc, info = env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
         assert set(info["reward_parts"]) == set(REWARD_PARTS)
         assert r == pytest.approx(sum(info["reward_parts"].values()))
         total += r
         finished += info["finished"]
+        steps += 1
         if trunc:
             break
     assert env.sim is not None
-    assert finished == len(env.sim.finished)
+    assert finished == len(env.sim.finished) == env.sim.arrived == steps
     assert total == pytest.approx(sum(req.utility for req in env.sim.finished))
 
 

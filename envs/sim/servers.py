@@ -67,6 +67,10 @@ class MultiServer:
             starts.popleft()
         return sum(n for _, n in starts)
 
+    def free_at_s(self) -> float:
+        """When the earliest server is free (the start of the next job enqueued now)."""
+        return self._free_s[0]
+
     def backlog_s(self, now_s: float) -> float:
         """Time until the earliest server is free."""
         free = self._free_s[0]

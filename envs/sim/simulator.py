@@ -51,8 +51,12 @@ from edgerl.envs.sim.streams import RandomStreams
 from edgerl.envs.sim.workload import AppMix, Popularity, interarrival_times
 from edgerl.profiles import interpolate_latency
 
-#: Smoothing of the cache hit-rate and arrival-rate estimates (weight of the newest sample).
+#: Smoothing of the cache hit-rate, arrival-rate and batch-latency estimates (weight of the
+#: newest sample).
 EWMA_WEIGHT = 0.05
+#: How many of its own recent inputs (fingerprints) a device remembers (an observation
+#: feature: a repeat is worth a cache lookup). A design choice: a few seconds of requests.
+RECENT_INPUTS_PER_DEVICE = 64
 
 REWARD_PARTS = ("accuracy", "latency", "energy", "slo_miss", "bytes", "privacy", "drop")
 
@@ -68,6 +72,7 @@ class Request:
     arrival_s: float
     deadline_s: float
     plan_index: int = -1
+    seen_recently: bool = False  # the device sent the same input among its recent requests
     status: str = "pending"  # pending | in_flight | completed | dropped
     drop_reason: str = ""
     finish_s: float = float("nan")
@@ -91,6 +96,7 @@ class Request:
     correct: bool = False
     utility: float = 0.0
     parts: tuple[float, ...] = ()  # weighted reward parts, in REWARD_PARTS order
+    predicted_parts: tuple[float, ...] = ()  # what-if at decision (decision credit, the env)
 
     @property
     def parts_dict(self) -> dict[str, float]:
@@ -120,6 +126,11 @@ class PlanOutcome:
     raw_input_left: bool
     drop_reason: str
     utility: float
+    parts: tuple[float, ...]  # weighted reward parts, in REWARD_PARTS order
+
+
+#: Value a batch member's ``done`` event carries when load shedding drops it at dispatch.
+_SHED = "shed"
 
 
 class _OffsetBandwidth:
@@ -146,6 +157,8 @@ class Device:
     __slots__ = (
         "arrival_gap_ewma_s",
         "cpu",
+        "recent_inputs",
+        "recent_order",
         "downlink",
         "energy_used_j",
         "index",
@@ -165,6 +178,23 @@ class Device:
         self.energy_used_j = 0.0
         self.last_arrival_s = 0.0
         self.arrival_gap_ewma_s = 0.0
+        # the device's own recent inputs: id -> count within the last RECENT_INPUTS_PER_DEVICE
+        self.recent_inputs: dict[int, int] = {}
+        self.recent_order: deque[int] = deque()
+
+    def remember(self, input_id: int) -> bool:
+        """Record a request's input; return whether it was among the recent ones before."""
+        seen = input_id in self.recent_inputs
+        self.recent_inputs[input_id] = self.recent_inputs.get(input_id, 0) + 1
+        self.recent_order.append(input_id)
+        if len(self.recent_order) > RECENT_INPUTS_PER_DEVICE:
+            old = self.recent_order.popleft()
+            left = self.recent_inputs[old] - 1
+            if left:
+                self.recent_inputs[old] = left
+            else:
+                del self.recent_inputs[old]
+        return seen
 
 
 class Batcher:
@@ -257,6 +287,7 @@ class Simulator:
             )
             self.plan_batcher.append(self.batchers.setdefault(key, Batcher(p)))
         self.edge_batch_waiting = 0
+        self.edge_batch_ms_ewma = 0.0
         self.popularity = Popularity(cfg.workload.catalogue_size, cfg.workload.zipf_s)
         self.apps = AppMix([a.weight for a in cfg.workload.apps])
         self.deadlines_s = [a.deadline_ms / 1e3 for a in cfg.workload.apps]
@@ -270,6 +301,21 @@ class Simulator:
             for p in plans
         ]
         self.w = cfg.reward
+        self.shedding = cfg.shedding == "deadline"
+        # Lower bounds on the time from a stage to the result reaching the device [s]:
+        # remaining profiled compute (edge at batch 1) plus propagation; transfers count 0.
+        a_s, w_s = net.access_rtt_ms / 2e3, net.wan_rtt_ms / 2e3
+        self._rest_cloud_out = [w_s + a_s for _ in plans]
+        self._rest_edge_out = [(2 * w_s + p.cloud_s if p.uses_cloud else 0.0) + a_s for p in plans]
+        self._rest_edge_in = [
+            r
+            + (interpolate_latency(edge_batch_sizes, p.edge_batch_ms, 1) / 1e3)
+            * p.uses_edge_compute
+            for r, p in zip(self._rest_edge_out, plans, strict=True)
+        ]
+        self._rest_device_out = [
+            (a_s + r) if p.offloads else 0.0 for r, p in zip(self._rest_edge_in, plans, strict=True)
+        ]
         # accounting
         self.arrived = 0
         self.completed = 0
@@ -285,6 +331,7 @@ class Simulator:
         self._next_id = 0
         self._decision = self.env.event()
         self.horizon_s = cfg.horizon_s
+        self.arrivals_end_s = cfg.horizon_s
         self.env.timeout(cfg.horizon_s).callbacks.append(self._on_horizon)
         for dev in self.devices:
             self.env.process(self._arrivals(dev, streams.arrivals[dev.index]))
@@ -331,18 +378,34 @@ class Simulator:
         if self.in_flight:
             raise AssertionError(f"{self.in_flight} requests still in flight after the drain")
 
+    def close_arrivals(self, at_s: float) -> None:
+        """Stop arrivals at ``at_s`` (before the horizon): the episode ends there, then drains.
+
+        Used by forks of an episode (:mod:`edgerl.agents.oracle`); arrivals before ``at_s``
+        are the same as without the call (each device's stream is its own).
+        """
+        if at_s < self.env.now:
+            raise ValueError(f"close_arrivals({at_s}): the simulation is already at {self.env.now}")
+        if at_s < self.arrivals_end_s:
+            self.arrivals_end_s = at_s
+            self.env.timeout(at_s - self.env.now).callbacks.append(self._on_horizon)
+
     def _on_horizon(self, _event: simpy.Event) -> None:
+        if self.truncated:
+            return
         self.truncated = True
         self.in_flight_at_horizon = self.in_flight
         if not self._decision.triggered:
             self._decision.succeed()
 
     def _arrivals(self, dev: Device, rng: np.random.Generator) -> Any:
-        env, horizon_s = self.env, self.horizon_s
+        env = self.env
         for gap in interarrival_times(self.cfg.workload.arrival, rng):
-            if env.now + gap >= horizon_s:
+            if env.now + gap >= self.arrivals_end_s:
                 return  # arrivals stop at the horizon
             yield env.timeout(gap)
+            if env.now >= self.arrivals_end_s:
+                return  # closed early while this arrival was pending
             now = env.now
             app = self.apps.draw(rng)
             req = Request(
@@ -354,6 +417,7 @@ class Simulator:
                 deadline_s=self.deadlines_s[app],
             )
             self._next_id += 1
+            req.seen_recently = dev.remember(req.input_id)
             gap_s = now - dev.last_arrival_s
             dev.arrival_gap_ewma_s += EWMA_WEIGHT * (gap_s - dev.arrival_gap_ewma_s)
             dev.last_arrival_s = now
@@ -384,6 +448,7 @@ class Simulator:
     def _serve(self, req: Request, plan: Plan) -> Any:
         env, dev, net = self.env, self.devices[req.device], self.cfg.network
         caching = plan.cache_policy != "none"
+        shed, due_s, i = self.shedding, req.arrival_s + req.deadline_s, plan.index
         if caching:
             t0 = env.now
             yield env.timeout(self._radio_send(req, dev, net.fingerprint_bytes, True) - t0)
@@ -403,6 +468,12 @@ class Simulator:
         req.correct = self._is_correct(req.input_id, plan)
         if plan.device_s > 0:
             t0 = env.now
+            if (
+                shed
+                and max(t0, dev.cpu.busy_until_s) + plan.device_s + self._rest_device_out[i] > due_s
+            ):
+                self._shed(req, "device")
+                return
             _, end_s = dev.cpu.schedule(t0, plan.device_s)
             req.energy_compute_j += dev.power_w * plan.device_s
             yield env.timeout(end_s - t0)
@@ -410,22 +481,36 @@ class Simulator:
             self._log(req, "device_done")
         if plan.offloads:
             t0 = env.now
+            if shed and max(t0, dev.uplink.busy_until_s) + self._rest_device_out[i] > due_s:
+                # abandoned when it would reach the head of the uplink queue
+                yield env.timeout(dev.uplink.skip(t0, plan.uplink_bytes) - t0)
+                self._shed(req, "uplink")
+                return
             req.raw_input_left = plan.raw_input_leaves
             yield env.timeout(self._radio_send(req, dev, plan.uplink_bytes, True) - t0)
             req.t_uplink_s = env.now - t0
             self._log(req, "at_edge")
-            batcher = self.plan_batcher[plan.index]
+            batcher = self.plan_batcher[i]
             if batcher is not None:
+                if shed and env.now + self._rest_edge_in[i] > due_s:
+                    self._shed(req, "edge")
+                    return
                 if self.edge_queue_len() >= self.cfg.edge.queue_capacity:
                     self._log(req, "drop:edge_full")
                     self._finish_dropped(req, "edge_full")
                     return
                 done = env.event()
                 self._join_batch(batcher, req, done, plan.batch_size)
-                yield done
+                if (yield done) == _SHED:
+                    self._shed(req, "edge")
+                    return
                 self._log(req, "edge_done")
             if plan.uses_cloud:
                 t0 = env.now
+                if shed and max(t0, self.wan_up.busy_until_s) + self._rest_edge_out[i] > due_s:
+                    yield env.timeout(self.wan_up.skip(t0, plan.wan_bytes) - t0)
+                    self._shed(req, "wan")
+                    return
                 _, end_s = self.wan_up.send(t0, plan.wan_bytes)
                 req.bytes_wan += plan.wan_bytes
                 yield env.timeout(end_s + self.wan_up.prop_s - t0)
@@ -435,6 +520,12 @@ class Simulator:
                     self._finish_dropped(req, "cloud_full")
                     return
                 t0 = env.now
+                if shed and (
+                    max(t0, self.cloud_workers.free_at_s()) + plan.cloud_s + self._rest_cloud_out[i]
+                    > due_s
+                ):
+                    self._shed(req, "cloud")
+                    return
                 start_s, end_s = self.cloud_workers.schedule(t0, plan.cloud_s)
                 req.t_cloud_wait_s = start_s - t0
                 req.t_cloud_s = plan.cloud_s
@@ -455,6 +546,11 @@ class Simulator:
             arrive_s = self._radio_send(req, dev, net.result_bytes + net.fingerprint_bytes, True)
             self.env.timeout(arrive_s - env.now).callbacks.append(lambda _e: self._admit(req, plan))
         self._finish_completed(req)
+
+    def _shed(self, req: Request, tier: str) -> None:
+        """Load shedding: the request can no longer meet its deadline; drop it at ``tier``."""
+        self._log(req, f"drop:deadline@{tier}")
+        self._finish_dropped(req, f"deadline@{tier}")
 
     def _admit(self, req: Request, plan: Plan) -> None:
         self.cache.admit(
@@ -490,8 +586,48 @@ class Simulator:
         members, b.waiting = b.waiting[: self.max_batch], b.waiting[self.max_batch :]
         b.generation += 1
         self.edge_batch_waiting -= len(members)
+        if self.shedding:  # members certain to miss their deadline leave before the batch runs
+            members = self._shed_members(b, members, now)
         n = len(members)
-        service_s = interpolate_latency(self.edge_batch_sizes, b.plan.edge_batch_ms, n) / 1e3
+        if n:
+            self._run_batch(b, members, now)
+        if b.waiting:  # leftovers beyond max_batch form the next batch, with a fresh window
+            b.min_target = min(self.plans[r.plan_index].batch_size for r, _, _ in b.waiting)
+            if len(b.waiting) >= b.min_target:
+                self._dispatch(b)
+            else:
+                self._arm_timer(b)
+
+    def _batch_service_s(self, b: Batcher, n: int) -> float:
+        return interpolate_latency(self.edge_batch_sizes, b.plan.edge_batch_ms, n) / 1e3
+
+    def _shed_members(
+        self, b: Batcher, members: list[tuple[Request, simpy.Event, float]], now: float
+    ) -> list[tuple[Request, simpy.Event, float]]:
+        """Drop the members whose deadline the batch's known start and end make impossible.
+
+        A smaller batch ends earlier, so this repeats until every remaining member can still
+        make it (or none is left). Dropped members' ``done`` events carry :data:`_SHED`.
+        """
+        rest = self._rest_edge_out[b.plan.index]
+        start = max(now, self.edge_workers.free_at_s())
+        while members:
+            end = start + self._batch_service_s(b, len(members))
+            keep = [m for m in members if end + rest <= m[0].arrival_s + m[0].deadline_s]
+            if len(keep) == len(members):
+                break
+            for m in members:
+                if m not in keep:
+                    m[1].succeed(_SHED)
+            members = keep
+        return members
+
+    def _run_batch(
+        self, b: Batcher, members: list[tuple[Request, simpy.Event, float]], now: float
+    ) -> None:
+        n = len(members)
+        service_s = self._batch_service_s(b, n)
+        self.edge_batch_ms_ewma += EWMA_WEIGHT * (service_s * 1e3 - self.edge_batch_ms_ewma)
         start_s, end_s = self.edge_workers.schedule(now, service_s, n)
         finished = self.env.timeout(end_s - now)
         for req, done, joined_s in members:
@@ -499,12 +635,6 @@ class Simulator:
             req.t_edge_s = service_s
             finished.callbacks.append(done.trigger)  # done succeeds when the batch ends
             self._log(req, f"batch:{n}")
-        if b.waiting:  # leftovers beyond max_batch form the next batch, with a fresh window
-            b.min_target = min(self.plans[r.plan_index].batch_size for r, _, _ in b.waiting)
-            if len(b.waiting) >= b.min_target:
-                self._dispatch(b)
-            else:
-                self._arm_timer(b)
 
     # ------------------------------------------------------------------ outcomes
 
@@ -583,9 +713,10 @@ class Simulator:
     def predict_outcome(self, req: Request, plan: Plan) -> PlanOutcome:
         """The outcome of giving ``plan`` to ``req`` now, without changing any state.
 
-        It replays the pipeline on copies of the FIFO horizons (device CPU, links, workers)
-        using the *true* bandwidth of the traces over the request's future: the clairvoyant
-        oracle's view. Later arrivals cannot overtake a FIFO queue, so the prediction is exact
+        It replays the pipeline (with load shedding, if on) on copies of the FIFO horizons
+        (device CPU, links, workers) using the *true* bandwidth of the traces over the
+        request's future: the clairvoyant oracle's view, and the decision-time credit of the
+        env's reward. Later arrivals cannot overtake a FIFO queue, so the prediction is exact
         except at the edge, where a batch may grow with requests that arrive later (the
         prediction assumes none does, and that waiting members stay until their window ends)
         and where later dispatches of other segments (or other devices) share the workers or
@@ -596,12 +727,22 @@ class Simulator:
         radio, radio_on = self.radio, dev.radio_on
         up_busy, down_busy = dev.uplink.busy_until_s, dev.downlink.busy_until_s
         up_bw, down_bw, prop = dev.uplink.bandwidth, dev.downlink.bandwidth, dev.uplink.prop_s
+        shed, due_s, i = self.shedding, req.arrival_s + req.deadline_s, plan.index
         energy_j, bytes_up, t = 0.0, 0, now
 
         def send(busy: float, bw: BandwidthSource, at: float, nbytes: int) -> tuple[float, float]:
             start = at if at > busy else busy
             end = bw.transfer_end_s(start, nbytes)
             return end, radio_on.uncovered_s(start, end)  # new busy-until, added time on air
+
+        def out(
+            finish_s: float, accuracy: float, correct: bool, wan: int = 0, drop: str = ""
+        ) -> PlanOutcome:
+            # a request shed before its upload never sent its raw input
+            left = plan.raw_input_leaves and drop not in ("deadline@device", "deadline@uplink")
+            return self._outcome(
+                req, finish_s, energy_j, bytes_up, wan, accuracy, correct, left, drop
+            )
 
         caching = plan.cache_policy != "none"
         if caching:
@@ -613,23 +754,32 @@ class Simulator:
             energy_j += radio.downlink_energy_j(net.result_bytes, air)
             t = down_busy + prop
             if entry is not None:
-                return self._outcome(req, t, energy_j, bytes_up, 0, entry.accuracy, False, "")
+                raw_left = False
+                return self._outcome(
+                    req, t, energy_j, bytes_up, 0, entry.accuracy, entry.correct, raw_left, ""
+                )
+        correct = self._is_correct(req.input_id, plan)
         if plan.device_s > 0:
             busy = dev.cpu.busy_until_s
-            t = (t if t > busy else busy) + plan.device_s
+            start = t if t > busy else busy
+            if shed and start + plan.device_s + self._rest_device_out[i] > due_s:
+                return out(t, 0.0, False, drop="deadline@device")
+            t = start + plan.device_s
             energy_j += dev.power_w * plan.device_s
         wan_bytes = 0
         if plan.offloads:
+            if shed and max(t, up_busy) + self._rest_device_out[i] > due_s:
+                return out(max(t, up_busy), 0.0, False, drop="deadline@uplink")
             up_busy, air = send(up_busy, up_bw, t, plan.uplink_bytes)
             energy_j += radio.uplink_energy_j(plan.uplink_bytes, air)
             bytes_up += plan.uplink_bytes
             t = up_busy + prop
-            batcher = self.plan_batcher[plan.index]
+            batcher = self.plan_batcher[i]
             if batcher is not None:
+                if shed and t + self._rest_edge_in[i] > due_s:
+                    return out(t, 0.0, False, drop="deadline@edge")
                 if self.edge_queue_len() >= self.cfg.edge.queue_capacity:
-                    return self._outcome(
-                        req, t, energy_j, bytes_up, 0, 0.0, plan.raw_input_leaves, "edge_full"
-                    )
+                    return out(t, 0.0, False, drop="edge_full")
                 window_s = self.cfg.edge.max_batch_wait_ms / 1e3
                 waiting = [j for _, _, j in batcher.waiting if j + window_s > t]
                 n = min(len(waiting) + 1, self.max_batch)
@@ -637,27 +787,27 @@ class Simulator:
                     [plan.batch_size, batcher.min_target] if waiting else [plan.batch_size]
                 )
                 dispatch = t if n >= target else (waiting[0] if waiting else t) + window_s
-                free = self.edge_workers._free_s[0]
+                free = self.edge_workers.free_at_s()
                 start = dispatch if dispatch > free else free
-                t = start + interpolate_latency(self.edge_batch_sizes, plan.edge_batch_ms, n) / 1e3
-            if plan.uses_cloud:
-                wan_busy = self.wan_up.bandwidth.transfer_end_s(
-                    max(t, self.wan_up.busy_until_s), plan.wan_bytes
+                end = (
+                    start + interpolate_latency(self.edge_batch_sizes, plan.edge_batch_ms, n) / 1e3
                 )
-                t = wan_busy + self.wan_up.prop_s
+                if shed and end + self._rest_edge_out[i] > due_s:
+                    return out(dispatch, 0.0, False, drop="deadline@edge")
+                t = end
+            if plan.uses_cloud:
+                wan_start = max(t, self.wan_up.busy_until_s)
+                if shed and wan_start + self._rest_edge_out[i] > due_s:
+                    return out(wan_start, 0.0, False, drop="deadline@wan")
+                t = self.wan_up.bandwidth.transfer_end_s(wan_start, plan.wan_bytes)
+                t += self.wan_up.prop_s
                 if self.cloud_workers.waiting(now) >= self.cfg.cloud.queue_capacity:
-                    return self._outcome(
-                        req,
-                        t,
-                        energy_j,
-                        bytes_up,
-                        plan.wan_bytes,
-                        0.0,
-                        plan.raw_input_leaves,
-                        "cloud_full",
-                    )
-                free = self.cloud_workers._free_s[0]
-                t = (t if t > free else free) + plan.cloud_s
+                    return out(t, 0.0, False, wan=plan.wan_bytes, drop="cloud_full")
+                free = self.cloud_workers.free_at_s()
+                start = t if t > free else free
+                if shed and start + plan.cloud_s + self._rest_cloud_out[i] > due_s:
+                    return out(t, 0.0, False, wan=plan.wan_bytes, drop="deadline@cloud")
+                t = start + plan.cloud_s
                 wan_busy = self.wan_down.bandwidth.transfer_end_s(
                     max(t, self.wan_down.busy_until_s), net.result_bytes
                 )
@@ -671,9 +821,7 @@ class Simulator:
             up_busy, air = send(up_busy, up_bw, t, nbytes)
             energy_j += radio.uplink_energy_j(nbytes, air)
             bytes_up += nbytes
-        return self._outcome(
-            req, t, energy_j, bytes_up, wan_bytes, plan.accuracy, plan.raw_input_leaves, ""
-        )
+        return out(t, plan.accuracy, correct, wan=wan_bytes)
 
     def _capped(self, latency_s: float) -> float:
         """The latency the reward charges (``reward.latency_cap_s``, if set, bounds it)."""
@@ -688,29 +836,36 @@ class Simulator:
         bytes_up: int,
         bytes_wan: int,
         accuracy: float,
+        correct: bool,
         raw_left: bool,
         drop_reason: str,
     ) -> PlanOutcome:
         w = self.w
         latency_s = finish_s - req.arrival_s
+        mb = (bytes_up + bytes_wan) / MB
         if drop_reason:
-            utility = (
-                -w.drop
-                - w.energy_per_j * energy_j
-                - w.bytes_per_mb * (bytes_up + bytes_wan) / MB
-                - w.privacy * raw_left
-            )
+            parts = (0.0, 0.0, -w.energy_per_j * energy_j, 0.0, -w.bytes_per_mb * mb)
+            parts += (-w.privacy * raw_left, -w.drop)
         else:
-            utility = (
-                w.accuracy * accuracy
-                - w.latency_per_s * self._capped(latency_s)
-                - w.energy_per_j * energy_j
-                - w.slo_miss * (latency_s > req.deadline_s)
-                - w.bytes_per_mb * (bytes_up + bytes_wan) / MB
-                - w.privacy * raw_left
+            acc = accuracy if w.accuracy_mode == "expected" else float(correct)
+            parts = (
+                w.accuracy * acc,
+                -w.latency_per_s * self._capped(latency_s),
+                -w.energy_per_j * energy_j,
+                -w.slo_miss * (latency_s > req.deadline_s),
+                -w.bytes_per_mb * mb,
+                -w.privacy * raw_left,
+                0.0,
             )
         return PlanOutcome(
-            latency_s, energy_j, bytes_up + bytes_wan, accuracy, raw_left, drop_reason, utility
+            latency_s,
+            energy_j,
+            bytes_up + bytes_wan,
+            accuracy,
+            raw_left,
+            drop_reason,
+            sum(parts),
+            parts,
         )
 
     # ------------------------------------------------------------------ observable state

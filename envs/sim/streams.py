@@ -51,7 +51,7 @@ class RandomStreams:
         Device ``d``'s stream depends only on the seed and ``d``, not on the device count.
         """
         if isinstance(seed, np.random.Generator):
-            seq = np.random.SeedSequence(int(seed.integers(_ENTROPY_HIGH)))
+            seq = np.random.SeedSequence(episode_entropy(seed))
         elif isinstance(seed, np.random.SeedSequence):
             seq = seed
         else:
@@ -59,3 +59,8 @@ class RandomStreams:
         children = seq.spawn(_SHARED_STREAMS + n_devices)
         gens = [np.random.default_rng(c) for c in children]
         return cls(traces=gens[0], content=gens[1], arrivals=tuple(gens[_SHARED_STREAMS:]))
+
+
+def episode_entropy(rng: np.random.Generator) -> int:
+    """The integer an episode's streams are spawned from, drawn from ``rng`` (one draw)."""
+    return int(rng.integers(_ENTROPY_HIGH))

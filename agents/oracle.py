@@ -1,0 +1,199 @@
+"""The hindsight windowed oracle: the headroom per-state adaptation can reach.
+
+For each window of ``window_s`` seconds of an episode, in order, the oracle picks the single
+plan that maximises the utility of the requests arriving in that window and the next
+``lookahead_s`` seconds, given the *true* future (bandwidth, arrivals, inputs) and the true
+state the earlier windows' choices left behind. It finds it by simulating every candidate
+plan from that state: a fork of the simulator.
+
+Forks. A planning simulator of the episode is rebuilt from the episode's seed (the same
+random streams, :mod:`edgerl.envs.sim.streams`: the same arrivals, traces and inputs) and
+advanced window by window with the committed plans. At the start of window k it is forked
+once per candidate plan with ``os.fork()`` (a SimPy process is a Python generator, which
+cannot be copied in memory; a process fork copies the whole simulation, copy-on-write). Each
+child applies its candidate to every request until ``window end + lookahead_s``, when its
+arrivals stop (:meth:`~edgerl.envs.sim.simulator.Simulator.close_arrivals`); it drains and
+reports the sum of the utilities of the requests that arrived in ``[window start, window end
++ lookahead_s)``: the same requests for every candidate, so the comparison is paired. The
+lookahead charges a plan for the queues it leaves to the next window; the best plan is
+committed for the window only. POSIX only (``os.fork``).
+
+It is not myopic (unlike :class:`~edgerl.agents.baselines.ClairvoyantGreedyPolicy`, which
+takes each request's best plan alone and ignores what its choice does to the next ones), but
+it is not a global optimum either: one plan per window, chosen greedily window by window.
+
+Cost: ``n_windows * n_candidates`` forks, each simulating ``window_s + lookahead_s`` seconds
+and draining, plus one pass of the episode; ``workers`` children run at a time (measured per
+scenario in README, Results).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from edgerl.agents.base import BasePolicy
+from edgerl.envs.sim.build import ScenarioModel, Split, build_simulator
+from edgerl.envs.sim.simulator import Simulator
+
+DEFAULT_WINDOW_S = 10.0
+_SCORE = struct.Struct("<d")
+
+
+def _child_score(sim: Simulator, candidate: int, t0: float, until_s: float) -> float:
+    """In a forked child: decide everything with ``candidate`` until ``until_s``, drain."""
+    total = [0.0]
+
+    def on_finish(req: Any) -> None:
+        if t0 <= req.arrival_s < until_s:
+            total[0] += req.utility
+
+    sim.on_finish.append(on_finish)
+    sim.close_arrivals(max(until_s, sim.env.now))
+    while sim.next_decision() is not None:
+        sim.apply(candidate)
+    sim.drain()
+    return total[0]
+
+
+def fork_scores(
+    sim: Simulator, candidates: Sequence[int], t0: float, until_s: float, workers: int = 1
+) -> list[float]:
+    """The score of every candidate plan from ``sim``'s current state (one child each)."""
+    if not hasattr(os, "fork"):
+        raise RuntimeError("the hindsight oracle forks the simulator with os.fork (POSIX only)")
+    scores: list[float] = [math.nan] * len(candidates)
+    running: dict[int, tuple[int, int]] = {}  # pid -> (candidate position, read fd)
+
+    def reap_one() -> None:
+        pid, status = os.wait()
+        pos, fd = running.pop(pid)
+        data = os.read(fd, _SCORE.size)
+        os.close(fd)
+        if status != 0 or len(data) != _SCORE.size:
+            raise RuntimeError(f"oracle fork for plan {candidates[pos]} failed (status {status})")
+        scores[pos] = _SCORE.unpack(data)[0]
+
+    for pos, cand in enumerate(candidates):
+        while len(running) >= workers:
+            reap_one()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: never return into the caller
+            code = 1
+            try:
+                os.close(r)
+                os.write(w, _SCORE.pack(_child_score(sim, cand, t0, until_s)))
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        running[pid] = (pos, r)
+    while running:
+        reap_one()
+    return scores
+
+
+def window_schedule(
+    model: ScenarioModel,
+    entropy: int,
+    split: Split,
+    window_s: float = DEFAULT_WINDOW_S,
+    lookahead_s: float | None = None,
+    candidates: Sequence[int] | None = None,
+    workers: int = 1,
+) -> list[int]:
+    """The oracle's plan for every window of the episode seeded with ``entropy``."""
+    if window_s <= 0:
+        raise ValueError(f"window_s must be > 0, got {window_s}")
+    look = window_s if lookahead_s is None else lookahead_s
+    if look < 0:
+        raise ValueError(f"lookahead_s must be >= 0, got {look}")
+    cand = (
+        [int(i) for i in np.flatnonzero(model.static_mask)]
+        if candidates is None
+        else [int(i) for i in candidates]
+    )
+    if not cand:
+        raise ValueError("the oracle needs at least one candidate plan")
+    horizon = model.cfg.horizon_s
+    sim = build_simulator(model, np.random.SeedSequence(entropy), split)
+    req = sim.next_decision()
+    committed: list[int] = []
+    for k in range(math.ceil(horizon / window_s)):
+        t0, t1 = k * window_s, (k + 1) * window_s
+        if req is None or req.arrival_s >= t1:  # no arrival in this window
+            committed.append(committed[-1] if committed else cand[0])
+            continue
+        scores = fork_scores(sim, cand, t0, min(horizon, t1 + look), workers)
+        best = cand[int(np.argmax(scores))]  # first best on ties
+        committed.append(best)
+        while req is not None and req.arrival_s < t1:
+            sim.apply(best)
+            req = sim.next_decision()
+    return committed
+
+
+class HindsightWindowOracle(BasePolicy):
+    """Per window, the best single plan given the true future (see the module docstring).
+
+    A reference, not a deployable policy: at each episode start (``reset``) it rebuilds the
+    episode the env is running from its seed and plans every window with forks.
+    """
+
+    name = "oracle"
+
+    def __init__(
+        self,
+        window_s: float = DEFAULT_WINDOW_S,
+        lookahead_s: float | None = None,
+        candidates: Sequence[int] | None = None,
+        workers: int = 1,
+    ) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self.lookahead_s = lookahead_s
+        self.candidates = candidates
+        self.workers = workers
+        self.schedule: list[int] = []
+        self._entropy: int | None = None
+
+    def reset(self, seed: int | None = None) -> None:
+        env = self.env
+        if env.sim is None:
+            raise RuntimeError("oracle: reset the env before the policy")
+        if self._entropy != env.episode_entropy or not self.schedule:
+            self._entropy = env.episode_entropy
+            self.schedule = window_schedule(
+                env.model,
+                env.episode_entropy,
+                env.split,
+                self.window_s,
+                self.lookahead_s,
+                self.candidates,
+                self.workers,
+            )
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        action_mask: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> int:
+        req = self.env.pending_request
+        if req is None or not self.schedule or self._entropy != self.env.episode_entropy:
+            raise RuntimeError("oracle: call reset() after the env's reset, before predict()")
+        return self.schedule[min(int(req.arrival_s // self.window_s), len(self.schedule) - 1)]
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(
+            window_s=self.window_s,
+            lookahead_s=self.window_s if self.lookahead_s is None else self.lookahead_s,
+            deployable=False,
+        )
+        return d

@@ -1,0 +1,118 @@
+"""The hindsight windowed oracle (agents/oracle.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import toy_model
+from edgerl.agents import oracle as oracle_mod
+from edgerl.agents.baselines import FixedPlanPolicy
+from edgerl.agents.evaluation import evaluate
+from edgerl.agents.oracle import HindsightWindowOracle, window_schedule
+from edgerl.envs.sim.build import build_simulator
+from test_baselines import closed_form_utility
+
+
+def test_oracle_equals_the_known_optimum_on_the_toy():
+    """Rare requests on constant links: no queueing, so the best plan of every window is
+    the plan with the best closed-form utility of a lone request."""
+    model = toy_model({"horizon_s": 60.0, "workload.arrival.rate_per_s": 0.5})
+    best = max((p for p in model.plans if model.static_mask[p.index]), key=closed_form_utility)
+    sim = build_simulator(model, np.random.SeedSequence(5))
+    arrivals = []
+    while (req := sim.next_decision()) is not None:
+        arrivals.append(req.arrival_s)
+        sim.apply(best.index)
+    schedule = window_schedule(model, 5, "train", window_s=10.0, lookahead_s=0.0)
+    busy_windows = sorted({int(t // 10.0) for t in arrivals})
+    assert busy_windows
+    assert all(schedule[k] == best.index for k in busy_windows)
+
+
+class StepDown:
+    """A bandwidth that falls from ``hi`` to ``lo`` Mbit/s at ``t_s``."""
+
+    def __init__(self, hi: float, lo: float, t_s: float) -> None:
+        self.hi, self.lo, self.t_s = hi, lo, t_s
+
+    def mbps_at(self, t: float) -> float:
+        return self.hi if t < self.t_s else self.lo
+
+    def _bytes(self, t0: float, t1: float) -> float:
+        a = max(0.0, min(t1, self.t_s) - t0) * self.hi
+        b = max(0.0, t1 - max(t0, self.t_s)) * self.lo
+        return (a + b) * 1e6 / 8
+
+    def mean_mbps(self, t0: float, t1: float) -> float:
+        return self.mbps_at(t0) if t1 <= t0 else self._bytes(t0, t1) * 8 / 1e6 / (t1 - t0)
+
+    def transfer_end_s(self, start: float, nbytes: float) -> float:
+        if start < self.t_s:
+            before = (self.t_s - start) * self.hi * 1e6 / 8
+            if nbytes <= before:
+                return start + nbytes * 8 / (self.hi * 1e6)
+            nbytes, start = nbytes - before, self.t_s
+        return start + nbytes * 8 / (self.lo * 1e6)
+
+
+def test_oracle_switches_plans_when_the_uplink_collapses(monkeypatch):
+    """Raw upload to the edge pays off at 200 Mbit/s and not at 0.2 Mbit/s: the oracle
+    offloads in the first window and computes locally after the step, and beats both fixed
+    plans on the same episode."""
+    model = toy_model(
+        {
+            "horizon_s": 20.0,
+            "workload.arrival.rate_per_s": 2.0,
+            "action_menu.cut_units": [0],
+        },
+        unit_ms=[40.0, 80.0, 80.0, 40.0],
+    )
+    build = oracle_mod.build_simulator
+
+    def stepped(*args, **kw):
+        sim = build(*args, **kw)
+        for d in sim.devices:
+            d.uplink.bandwidth = StepDown(200.0, 0.2, 10.0)
+            d.downlink.bandwidth = StepDown(200.0, 0.2, 10.0)
+        return sim
+
+    monkeypatch.setattr(oracle_mod, "build_simulator", stepped)
+    schedule = window_schedule(model, 3, "train", window_s=10.0, lookahead_s=0.0)
+    first, second = (model.plans[i] for i in schedule)
+    assert first.cut_edge == 0 and first.offloads  # raw input to the edge
+    assert not second.offloads  # all on the device
+    # the episode's total utility: oracle vs the two fixed plans, on the same arrivals
+
+    def total(plan_of) -> float:
+        sim = stepped(model, np.random.SeedSequence(3), "train")
+        acc = [0.0]
+        sim.on_finish.append(lambda r: acc.__setitem__(0, acc[0] + r.utility))
+        while (req := sim.next_decision()) is not None:
+            sim.apply(plan_of(req))
+        sim.drain()
+        return acc[0]
+
+    u_oracle = total(lambda r: schedule[int(r.arrival_s // 10.0)])
+    assert u_oracle > total(lambda r: first.index)
+    assert u_oracle > total(lambda r: second.index)
+
+
+def test_oracle_policy_in_the_evaluator_matches_its_schedule():
+    model = toy_model({"horizon_s": 30.0, "workload.arrival.rate_per_s": 1.0})
+    pol = HindsightWindowOracle(window_s=10.0)
+    ev = evaluate(model, pol, seeds=[0], episodes=1)
+    (lg,) = ev.all_logs()
+    assert len(pol.schedule) == 3
+    expected = [pol.schedule[int(t // 10.0)] for t in lg.arrival_s[np.argsort(lg.arrival_s)]]
+    # decisions are made in arrival order
+    assert list(lg.decision_plan) == expected
+    fixed = evaluate(model, FixedPlanPolicy(pol.schedule[0]), seeds=[0], episodes=1)
+    assert ev.metrics()["utility_mean"]["mean"] >= fixed.metrics()["utility_mean"]["mean"] - 1e-12
+
+
+def test_oracle_rejects_bad_windows():
+    model = toy_model()
+    with pytest.raises(ValueError, match="window_s"):
+        window_schedule(model, 0, "train", window_s=0.0)
+    with pytest.raises(ValueError, match="lookahead_s"):
+        window_schedule(model, 0, "train", window_s=1.0, lookahead_s=-1.0)
