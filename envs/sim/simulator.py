@@ -157,14 +157,14 @@ class Device:
     __slots__ = (
         "arrival_gap_ewma_s",
         "cpu",
-        "recent_inputs",
-        "recent_order",
         "downlink",
         "energy_used_j",
         "index",
         "last_arrival_s",
         "power_w",
         "radio_on",
+        "recent_inputs",
+        "recent_order",
         "uplink",
     )
 
@@ -843,9 +843,17 @@ class Simulator:
         w = self.w
         latency_s = finish_s - req.arrival_s
         mb = (bytes_up + bytes_wan) / MB
+        parts: tuple[float, ...]
         if drop_reason:
-            parts = (0.0, 0.0, -w.energy_per_j * energy_j, 0.0, -w.bytes_per_mb * mb)
-            parts += (-w.privacy * raw_left, -w.drop)
+            parts = (
+                0.0,
+                0.0,
+                -w.energy_per_j * energy_j,
+                0.0,
+                -w.bytes_per_mb * mb,
+                -w.privacy * raw_left,
+                -w.drop,
+            )
         else:
             acc = accuracy if w.accuracy_mode == "expected" else float(correct)
             parts = (
