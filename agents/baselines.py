@@ -30,9 +30,15 @@ device/edge/cloud   reference           final        one tier     1       none  
 neurosurgeon        reference           final        dev-edge     1       none   observation
 edgent              all (accuracy lvl)  all          dev-edge     1       none   observation
 edgent-fp32         reference           all          dev-edge     1       none   observation
+edgent-dynamic      all (accuracy lvl)  all          dev-edge     1       none   obs + map
+composite           cheapest in time    final        dev-edge     AIMD    LRU    observation
 best-fixed          all                 all          all          all     all    training runs
 clairvoyant         all                 all          all          all     all    true future
+oracle              all                 all          all          all     all    true future
 ==================  ==================  ===========  ===========  ======  =====  ==============
+
+(``edgent-dynamic``, ``composite``: :mod:`edgerl.agents.serving`; ``oracle``:
+:mod:`edgerl.agents.oracle`.)
 
 Neurosurgeon partitions one given model and has no accuracy notion: given the variants it
 would always take the fastest, so it keeps the reference model. Edgent's right-sizing is
@@ -55,7 +61,13 @@ from typing import Any, Literal
 
 import numpy as np
 from edgerl.agents.base import BasePolicy, masked_argmax
-from edgerl.agents.latency import FitOn, LatencySource, ObservationDecoder, PlanCostModel
+from edgerl.agents.latency import (
+    FitOn,
+    LatencySource,
+    ObservationDecoder,
+    ObservedState,
+    PlanCostModel,
+)
 from edgerl.envs.plans import Plan
 from edgerl.envs.sim.build import ScenarioModel
 
@@ -399,7 +411,11 @@ class EdgentPolicy(_CostModelPolicy):
         deterministic: bool = True,
     ) -> int:
         assert self.costs is not None and self._decoder is not None, "call bind(env) first"
-        state = self._decoder.decode(observation)
+        return self.choose(self._decoder.decode(observation), action_mask)
+
+    def choose(self, state: ObservedState, action_mask: np.ndarray | None = None) -> int:
+        """Edgent's configurator for one (observed or hypothetical) state."""
+        assert self.costs is not None, "call bind(env) first"
         cand = self.candidates
         lat = self.costs.latency_s(cand, state)
         if action_mask is not None:
@@ -512,6 +528,8 @@ class BaselineOptions:
     seed: int = 0
     search: Any = None  # edgerl.agents.best_fixed.SearchConfig
     cache_dir: str | None = None
+    window_s: float = 10.0  # the hindsight oracle's window
+    workers: int = 1  # the oracle's concurrent forks
 
 
 @dataclass(frozen=True)
@@ -565,6 +583,20 @@ BASELINES: dict[str, BaselineSpec] = {
         "Edgent on the reference (fp32) model only: most accurate exit + cut",
         paper="Li, Zhou, Chen, IEEE TWC 2019",
     ),
+    "edgent-dynamic": _spec(
+        lambda latency_source="regression", fit_on="hardware": _serving().EdgentDynamicPolicy(
+            latency_source=latency_source, fit_on=fit_on
+        ),
+        "Edgent's dynamic mode: offline bandwidth-state map + online change-point detection",
+        paper="Li, Zeng, Zhou, Chen, IEEE TWC 2019",
+    ),
+    "composite": _spec(
+        lambda latency_source="regression", fit_on="hardware": _serving().ServingCompositePolicy(
+            latency_source=latency_source, fit_on=fit_on
+        ),
+        "INFaaS variant + Neurosurgeon cut + Clipper AIMD batch + LRU cache",
+        paper="Romero et al. ATC 2021; Kang et al. ASPLOS 2017; Crankshaw et al. NSDI 2017",
+    ),
     "best-fixed": _spec(
         lambda search=None, cache_dir=None: BestFixedPolicy(search, cache_dir),
         "best single plan on the training traces (exhaustive search)",
@@ -574,7 +606,26 @@ BASELINES: dict[str, BaselineSpec] = {
         "per request the best plan given the true future bandwidth",
         deployable=False,
     ),
+    "oracle": _spec(
+        lambda window_s=10.0, workers=1: _oracle().HindsightWindowOracle(
+            window_s=window_s, workers=workers
+        ),
+        "per window the best single plan given the true future (simulator forks)",
+        deployable=False,
+    ),
 }
+
+
+def _serving() -> Any:
+    from edgerl.agents import serving  # imports this module: resolved at call time
+
+    return serving
+
+
+def _oracle() -> Any:
+    from edgerl.agents import oracle
+
+    return oracle
 
 
 def list_baselines() -> list[str]:

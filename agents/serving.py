@@ -1,0 +1,293 @@
+"""Strong heuristic references: a serving-side composite and Edgent's dynamic mode.
+
+Both are online baselines (:mod:`edgerl.agents.base`): at ``bind`` they read static scenario
+data (plans, profiles and the latency regressions fitted on them, the *training* traces for
+Edgent's offline map), and each decision reads only the observation.
+
+**Serving composite** (:class:`ServingCompositePolicy`, ``composite``): the strongest rules
+the serving systems use for the knobs Edgent does not touch, combined with Neurosurgeon's
+partition:
+
+* variant: INFaaS-style (Romero et al., "INFaaS: Automated Model-less Inference Serving",
+  USENIX ATC 2021): the *cheapest* variant (least predicted compute) whose predicted latency
+  at the current load meets the request's deadline, among the variants accurate enough.
+  INFaaS users state a minimum accuracy; edgerl's applications do not, so "accurate enough"
+  is within ``accuracy_tolerance`` (default 0.02, a design choice) of the most accurate
+  variant. If none meets the deadline, the fastest accurate-enough plan;
+* partition: Neurosurgeon's latency-optimal device-edge cut of that variant (Kang et al.,
+  ASPLOS 2017), from the same regressions and observed backlogs as ``neurosurgeon``;
+* batch size: Clipper-style AIMD (Crankshaw et al., "Clipper", NSDI 2017, Section 4.3):
+  the batch-size target grows additively (+1 per decision) while the edge's recent batch
+  latency (the ``edge_batch_ms`` observation) fits the request's edge budget (deadline minus
+  the predicted rest of the path), and shrinks multiplicatively (x0.9, Clipper's 10 %
+  back-off) when it does not; the plan takes the largest offered batch size not above it;
+* cache: LRU result cache always on (when offered).
+
+**Edgent's dynamic mode** (:class:`EdgentDynamicPolicy`, ``edgent-dynamic``): Li, Zeng,
+Zhou, Chen, "Edge AI: On-Demand Accelerating Deep Neural Network Inference via Edge
+Computing", IEEE TWC 2019: for a dynamic network, an offline *configuration map* from
+bandwidth state to the best (exit, partition) configuration, and online change-point
+detection on the bandwidth to decide when the state changed. Here: the bandwidth states are
+the ``n_states`` quantile bins of the scenario's *training* uplink traces (time-weighted);
+each state's configuration is Edgent's right-sizing configurator (:class:`EdgentPolicy`) at
+the bin's median bandwidth with empty queues, per application deadline; online, Bayesian
+change-point detection (Adams & MacKay 2007, :mod:`edgerl.agents.changepoint`) on the log
+of the observed bandwidth estimate tracks the current segment's level, and the
+configuration changes only when that level moves to another state. Unlike ``edgent``
+(static mode: re-optimised per request with the observed backlogs) it does not react to
+queues.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from edgerl.agents.baselines import EdgentPolicy, _CostModelPolicy, literature_defaults
+from edgerl.agents.changepoint import GaussianBOCPD
+from edgerl.agents.latency import FitOn, LatencySource, ObservedState
+from edgerl.envs.plans import Plan
+from edgerl.envs.sim.build import ScenarioModel
+
+#: Clipper's AIMD: additive increase per decision, multiplicative back-off (NSDI 2017: 10 %).
+AIMD_INCREASE = 1.0
+AIMD_BACKOFF = 0.9
+DEFAULT_ACCURACY_TOLERANCE = 0.02  # design choice (see the module docstring)
+DEFAULT_STATES = 8  # bandwidth states of Edgent's map (quantile bins of the training traces)
+#: Change-point detector on log(Mbit/s): expected segment length [decisions], noise sd of one
+#: windowed estimate around its segment's level, prior sd of a level (design choices).
+BOCPD_HAZARD_DECISIONS = 200.0
+BOCPD_NOISE_SD = 0.3
+BOCPD_PRIOR_SD = 2.0
+MIN_LOG_MBPS = math.log(1e-3)  # log of an outage's bandwidth estimate (floor)
+
+
+def _feature_index(features: Any, name: str) -> int:
+    names = [f.name for f in features]
+    if name not in names:
+        raise ValueError(f"observation spec lacks the feature {name!r} (have {names})")
+    return names.index(name)
+
+
+class ServingCompositePolicy(_CostModelPolicy):
+    """INFaaS variant choice + Neurosurgeon cut + Clipper AIMD batching + LRU cache."""
+
+    name = "composite"
+
+    def __init__(
+        self,
+        latency_source: LatencySource = "regression",
+        fit_on: FitOn = "hardware",
+        accuracy_tolerance: float = DEFAULT_ACCURACY_TOLERANCE,
+    ) -> None:
+        super().__init__(latency_source, fit_on)
+        self.accuracy_tolerance = accuracy_tolerance
+        self.by_variant: list[tuple[str, float, dict[int, np.ndarray]]] = []
+        self.batch_sizes: list[int] = [1]
+        self.cache = "none"
+        self._batch_target = 1.0
+        self._i_batch_ms = 0
+
+    def _setup(self, model: ScenarioModel) -> None:
+        assert self.costs is not None
+        _, _, _, cache = literature_defaults(model)
+        caches = {p.cache_policy for p in model.plans}
+        self.cache = "lru" if "lru" in caches else cache
+        self.batch_sizes = sorted({p.batch_size for p in model.plans})
+        final = {
+            v: max(p.exit_index for p in model.plans if p.variant == v)
+            for v in model.cfg.model.variants
+        }
+        rows = []
+        for v in model.cfg.model.variants:
+
+            def ok(p: Plan, v: str = v) -> bool:
+                return (
+                    p.variant == v
+                    and p.exit_index == final[v]
+                    and p.cut_cloud == p.n_units  # device-edge, as Neurosurgeon
+                    and p.cache_policy == self.cache
+                    and bool(model.static_mask[p.index])
+                )
+
+            plans = [p for p in model.plans if ok(p)]
+            if not plans:
+                continue
+            per_batch = {
+                b: np.array(
+                    [p.index for p in plans if p.batch_size == b or not p.uses_edge_compute],
+                    dtype=np.intp,
+                )
+                for b in self.batch_sizes
+            }
+            local = [p.index for p in plans if not p.offloads]
+            cost = float(self.costs.device_s[local[0]]) if local else math.inf
+            rows.append((v, plans[0].accuracy, per_batch, cost))
+        if not rows:
+            raise ValueError(f"{self.name}: no feasible plan at a final exit")
+        rows.sort(key=lambda r: r[3])  # cheapest first
+        self.by_variant = [(v, acc, pb) for v, acc, pb, _ in rows]
+        self._i_batch_ms = _feature_index(self.env.features, "edge_batch_ms")
+        self._batch_scale = self.env.features[self._i_batch_ms].scale
+
+    def reset(self, seed: int | None = None) -> None:
+        self._batch_target = float(self.batch_sizes[0])
+
+    def _batch(self) -> int:
+        fitting = [b for b in self.batch_sizes if b <= self._batch_target]
+        return fitting[-1] if fitting else self.batch_sizes[0]
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        action_mask: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> int:
+        assert self.costs is not None and self._decoder is not None, "call bind(env) first"
+        state = self._decoder.decode(observation)
+        batch = self._batch()
+        floor = max(acc for _, acc, _ in self.by_variant) - self.accuracy_tolerance
+        fastest: tuple[float, int] = (math.inf, -1)
+        chosen = -1
+        for _, acc, per_batch in self.by_variant:
+            if acc < floor:
+                continue
+            cand = per_batch[batch]
+            lat = self.costs.latency_s(cand, state)
+            if action_mask is not None:
+                lat = np.where(action_mask[cand], lat, np.inf)
+            k = int(np.argmin(lat))
+            if lat[k] < fastest[0]:
+                fastest = (float(lat[k]), int(cand[k]))
+            if lat[k] <= state.deadline_s:
+                chosen = int(cand[k])
+                break
+        if chosen < 0:
+            chosen = fastest[1] if fastest[1] >= 0 else int(self.by_variant[0][2][batch][0])
+        self._aimd(chosen, state, float(observation[self._i_batch_ms]) * self._batch_scale)
+        return chosen
+
+    def _aimd(self, plan_index: int, state: ObservedState, batch_ms: float) -> None:
+        """Clipper's AIMD on the batch-size target, against the request's edge budget."""
+        assert self.costs is not None
+        if not self.costs.uses_edge[plan_index]:
+            return
+        idx = np.array([plan_index])
+        rest_s = float(self.costs.latency_s(idx, state)[0]) - float(self.costs.edge_s[plan_index])
+        budget_s = state.deadline_s - rest_s
+        if batch_ms / 1e3 <= budget_s:
+            self._batch_target = min(self._batch_target + AIMD_INCREASE, self.batch_sizes[-1])
+        else:
+            self._batch_target = max(self._batch_target * AIMD_BACKOFF, self.batch_sizes[0])
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(
+            accuracy_tolerance=self.accuracy_tolerance,
+            cache=self.cache,
+            variants_cheapest_first=[v for v, _, _ in self.by_variant],
+        )
+        return d
+
+
+def bandwidth_states(model: ScenarioModel, n_states: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inner bin edges, representative Mbit/s per state) from the training uplink traces.
+
+    Edges are time-weighted quantiles ``k / n_states``; a state's representative is its
+    median (quantile ``(k + 0.5) / n_states``). A constant uplink has a single state.
+    """
+    bw = model.cfg.network.uplink
+    if bw.constant_mbps is not None:
+        return np.zeros(0), np.array([bw.constant_mbps * bw.scale])
+    from edgerl.envs.traces import load_trace_set, time_weighted_quantile
+
+    assert bw.trace_family is not None
+    traces = load_trace_set(bw.trace_family, "train", direction=bw.direction)
+    q = [time_weighted_quantile(traces, k / n_states) * bw.scale for k in range(1, n_states)]
+    reps = [
+        time_weighted_quantile(traces, (k + 0.5) / n_states) * bw.scale for k in range(n_states)
+    ]
+    return np.array(q), np.array(reps)
+
+
+class EdgentDynamicPolicy(EdgentPolicy):
+    """Edgent's dynamic-bandwidth configurator: offline map + online change-point detection."""
+
+    name = "edgent-dynamic"
+
+    def __init__(
+        self,
+        latency_source: LatencySource = "regression",
+        fit_on: FitOn = "hardware",
+        n_states: int = DEFAULT_STATES,
+        states_mbps: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        super().__init__(latency_source, fit_on, all_variants=True)
+        self.name = "edgent-dynamic"
+        self.n_states = n_states
+        self._given_states = states_mbps
+        self.edges = np.zeros(0)
+        self.reps = np.zeros(1)
+        self.config_map: dict[tuple[float, int], int] = {}
+        self.detector: GaussianBOCPD | None = None
+        self.state = -1
+        self.changes = 0
+
+    def _setup(self, model: ScenarioModel) -> None:
+        super()._setup(model)
+        self.edges, self.reps = (
+            self._given_states
+            if self._given_states is not None
+            else bandwidth_states(model, self.n_states)
+        )
+        self.config_map = {}
+        prior = float(np.mean(np.log(np.maximum(self.reps, 1e-3))))
+        self.detector = GaussianBOCPD(BOCPD_HAZARD_DECISIONS, BOCPD_NOISE_SD, prior, BOCPD_PRIOR_SD)
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        if self.detector is not None:
+            self.detector.reset()
+        self.state = -1
+        self.changes = 0
+
+    def configuration(self, state_index: int, deadline_s: float) -> int:
+        """The map entry: Edgent's configurator at the state's bandwidth, empty queues."""
+        key = (deadline_s, state_index)
+        if key not in self.config_map:
+            mbps = float(self.reps[state_index])
+            s = ObservedState(mbps, mbps, 0.0, 0.0, 0.0, 0.0, deadline_s)
+            self.config_map[key] = self.choose(s)
+        return self.config_map[key]
+
+    def state_of(self, mbps: float) -> int:
+        return int(np.searchsorted(self.edges, mbps, side="right"))
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        action_mask: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> int:
+        assert self._decoder is not None and self.detector is not None, "call bind(env) first"
+        obs = self._decoder.decode(observation)
+        x = math.log(obs.uplink_mbps) if obs.uplink_mbps > 0 else MIN_LOG_MBPS
+        self.detector.update(max(x, MIN_LOG_MBPS))
+        level = self.state_of(math.exp(self.detector.segment_mean))
+        if level != self.state:
+            self.changes += self.state >= 0
+            self.state = level
+        plan = self.configuration(self.state, obs.deadline_s)
+        if action_mask is not None and not action_mask[plan]:
+            return self.choose(obs, action_mask)
+        return plan
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(
+            n_states=len(self.reps),
+            states_mbps=[float(x) for x in self.reps],
+            state_changes_last_episode=self.changes,
+        )
+        return d
