@@ -31,9 +31,12 @@ File formats
   High Throughput and Low Delay over Cellular Networks", NSDI 2013; Netravali et al.,
   "Mahimahi: Accurate Record-and-Replay for HTTP", USENIX ATC 2015). See
   :func:`load_mahimahi_trace` for the conversion to Mbit/s.
-* **Irish 5G CSV** (optional; Raca et al., "Beyond Throughput, The Next Generation: A 5G Dataset
-  with Channel and Context Metrics", MMSys 2020): ``DL_bitrate``/``UL_bitrate`` in kbit/s, ``-``
-  for a missing value. See :func:`load_irish5g_csv`. No such file ships with edgerl.
+* **Irish 5G CSV** (``irish-5g``; Raca et al., "Beyond Throughput, The Next Generation: A 5G
+  Dataset with Channel and Context Metrics", MMSys 2020): ``DL_bitrate``/``UL_bitrate`` in
+  kbit/s, ``-`` for a missing value. Each file gives two traces, ``DL_bitrate`` (direction
+  ``down``) and ``UL_bitrate`` (``up``). See :func:`load_irish5g_csv`; read the family's
+  ``SOURCE.md`` before using the ``up`` traces: in these bulk-download sessions the uplink
+  column is the traffic the phone sent (TCP acknowledgements), not the uplink's capacity.
 
 The shipped traces live in ``envs/data/traces/<family>/`` with their ``SOURCE.md`` and licence;
 ``envs/data/traces/splits.json`` says which traces (or, for mahimahi, which time windows) are
@@ -61,7 +64,7 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float64]
 Split = Literal["train", "eval"]
 Direction = Literal["up", "down", "unknown"]
-TraceFormat = Literal["pensieve", "mahimahi"]
+TraceFormat = Literal["pensieve", "mahimahi", "irish5g"]
 
 TRACE_DATA_DIR = Path(__file__).resolve().parent / "data" / "traces"
 SPLITS_FILENAME = "splits.json"
@@ -978,22 +981,28 @@ def _load_set_cached(
     for idx, entry in enumerate(spec.entries(split)):
         path = folder / entry.file
         if spec.format == "pensieve":
-            trace = load_pensieve_trace(path, family=family)
+            whole = [load_pensieve_trace(path, family=family)]
+        elif spec.format == "irish5g":
+            whole = [load_irish5g_csv(path, column=c, family=family) for c in IRISH5G_COLUMNS]
         else:
             assert window_ms is not None  # checked when the manifest was read
-            trace = load_mahimahi_trace(path, window_ms=window_ms, family=family)
-        if not entry.whole_file:
-            parts = []
-            for start_s, end in entry.windows_s:
-                end_s = trace.duration_s if end is None else end
-                if not start_s < end_s <= trace.duration_s:
-                    raise TraceError(
-                        f"{manifest_path}: families.{family}.{split}[{idx}]: window "
-                        f"[{start_s}, {end_s}] s does not fit {entry.file} ({trace.duration_s} s)"
-                    )
-                parts.append(trace.window(start_s, end_s))
-            trace = splice(parts, name=f"{entry.file}[{split}]") if len(parts) > 1 else parts[0]
-        out.append(trace)
+            whole = [load_mahimahi_trace(path, window_ms=window_ms, family=family)]
+        for trace in whole:
+            if not entry.whole_file:
+                parts = []
+                for start_s, end in entry.windows_s:
+                    end_s = trace.duration_s if end is None else end
+                    if not start_s < end_s <= trace.duration_s:
+                        raise TraceError(
+                            f"{manifest_path}: families.{family}.{split}[{idx}]: window "
+                            f"[{start_s}, {end_s}] s does not fit {entry.file} "
+                            f"({trace.duration_s} s)"
+                        )
+                    parts.append(trace.window(start_s, end_s))
+                trace = (
+                    splice(parts, name=f"{trace.name}[{split}]") if len(parts) > 1 else parts[0]
+                )
+            out.append(trace)
     return tuple(out)
 
 

@@ -34,7 +34,7 @@ from edgerl.envs.traces import (
     trace_summary,
 )
 
-SHIPPED_FAMILIES = ["fcc-broadband", "mahimahi-cellular", "norway-hsdpa-3g"]
+SHIPPED_FAMILIES = ["fcc-broadband", "irish-5g", "mahimahi-cellular", "norway-hsdpa-3g"]
 NOT_TRACE_FILES = {"SOURCE.md", "LICENSE", "LICENSE-NOTE.md"}
 
 
@@ -425,8 +425,9 @@ def test_families_and_licences_shipped() -> None:
         folder = TRACE_DATA_DIR / fam
         assert (folder / "SOURCE.md").is_file()
         assert (folder / "LICENSE").is_file() or (folder / "LICENSE-NOTE.md").is_file()
-    gpl = (TRACE_DATA_DIR / "mahimahi-cellular" / "LICENSE").read_text()
-    assert "GNU GENERAL PUBLIC LICENSE" in gpl and "Version 3, 29 June 2007" in gpl
+    for fam in ("mahimahi-cellular", "irish-5g"):
+        gpl = (TRACE_DATA_DIR / fam / "LICENSE").read_text()
+        assert "GNU GENERAL PUBLIC LICENSE" in gpl and "Version 3, 29 June 2007" in gpl
 
 
 @pytest.mark.parametrize("family", SHIPPED_FAMILIES)
@@ -437,7 +438,8 @@ def test_every_shipped_trace_loads_and_is_in_a_split(family: str) -> None:
     assert listed == _trace_files(family)  # no file silently left out, none missing
     for split in ("train", "eval"):
         traces = load_trace_set(family, split)
-        assert len(traces) == len(spec.entries(split))
+        per_file = 2 if spec.format == "irish5g" else 1  # DL_bitrate and UL_bitrate
+        assert len(traces) == per_file * len(spec.entries(split))
         for tr in traces:
             assert tr.family == family and tr.looping and tr.mean_mbps_period() > 0
 
@@ -493,6 +495,16 @@ def test_split_is_disjoint_and_non_empty(family: str) -> None:
             assert spans[0][0] == 0.0 and spans[-1][1] is None
             for (_, end), (start, _) in itertools.pairwise(spans):
                 assert end == start
+    elif spec.format == "irish5g":
+        # whole sessions: no session's timestamps on both sides
+        def stamps(entries: tuple[SplitEntry, ...]) -> set[str]:
+            return {
+                ln.split(",", 1)[0]
+                for e in entries
+                for ln in (TRACE_DATA_DIR / family / e.file).read_text().splitlines()[1:]
+            }
+
+        assert not stamps(spec.train) & stamps(spec.eval)
     else:
         # Pensieve cut traces from longer logs; no train/eval pair shares two consecutive
         # samples, i.e. no overlapping cut of one log is on both sides.
@@ -587,7 +599,7 @@ def test_manifest_window_past_end_is_rejected_at_load(tmp_path: Path) -> None:
 
 def test_load_trace_set_argument_errors() -> None:
     with pytest.raises(KeyError, match="unknown trace family"):
-        load_trace_set("irish-5g", "train")
+        load_trace_set("no-such-family", "train")
     with pytest.raises(ValueError, match="split"):
         load_trace_set("norway-hsdpa-3g", "test")
     with pytest.raises(ValueError, match="mahimahi families only"):
@@ -623,7 +635,7 @@ def test_trace_summary_lists_every_set() -> None:
         "train",
         "down",
     ) in keys
-    assert len(rows) == 2 * 1 + 2 * 2 + 2 * 1
+    assert len(rows) == 2 * 1 + 2 * 2 + 2 * 2 + 2 * 1  # fcc, irish (up+down), mahimahi, norway
     norway_train = next(r for r in rows if (r.family, r.split) == ("norway-hsdpa-3g", "train"))
     assert norway_train.count == 20 and norway_train.p10_mbps <= norway_train.median_mbps
     assert "norway-hsdpa-3g" in trace_summary()
