@@ -539,13 +539,18 @@ class BaselineSpec:
     deployable: bool = True
     paper: str = ""
     option_names: tuple[str, ...] = field(default=())
+    expensive: bool = False  # minutes per episode: left out of the "all baselines" shortcut
 
 
 def _spec(
-    factory: Callable[..., BasePolicy], summary: str, deployable: bool = True, paper: str = ""
+    factory: Callable[..., BasePolicy],
+    summary: str,
+    deployable: bool = True,
+    paper: str = "",
+    expensive: bool = False,
 ) -> BaselineSpec:
     params = tuple(inspect.signature(factory).parameters)
-    return BaselineSpec(factory, summary, deployable, paper, params)
+    return BaselineSpec(factory, summary, deployable, paper, params, expensive)
 
 
 BASELINES: dict[str, BaselineSpec] = {
@@ -612,6 +617,7 @@ BASELINES: dict[str, BaselineSpec] = {
         ),
         "per window the best single plan given the true future (simulator forks)",
         deployable=False,
+        expensive=True,
     ),
 }
 
@@ -628,8 +634,9 @@ def _oracle() -> Any:
     return oracle
 
 
-def list_baselines() -> list[str]:
-    return list(BASELINES)
+def list_baselines(include_expensive: bool = True) -> list[str]:
+    """Baseline names; ``include_expensive=False`` leaves out the oracle (minutes/episode)."""
+    return [n for n, spec in BASELINES.items() if include_expensive or not spec.expensive]
 
 
 def make_baseline(name: str, options: BaselineOptions | None = None) -> BasePolicy:

@@ -15,7 +15,7 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
@@ -27,6 +27,7 @@ SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 MMPP_MIN_STATES = 2  # a Markov-modulated process needs at least two rates to modulate
 CachePolicyName = Literal["none", "lru", "lfu", "cost"]
 RadioName = Literal["lte", "3g", "wifi"]
+TierName = Literal["device", "edge", "cloud"]
 
 
 class ConfigError(ValueError):
@@ -169,13 +170,15 @@ class ActionMenuConfig:
 
     ``exits``: exit indices (negative counts from the end); ``cut_units``: the unit
     indices before which a cut may be placed (0 = raw input leaves the device); the end of
-    the exit's chain is always allowed.
+    the exit's chain is always allowed; ``tiers``: which tiers may run units.
     """
 
     exits: tuple[int, ...] = ()
     cut_units: tuple[int, ...] = ()
     batch_sizes: tuple[int, ...] = (1,)
     cache_policies: tuple[CachePolicyName, ...] = ("none",)
+    # tiers that may compute (e.g. [device] keeps everything on the device)
+    tiers: tuple[TierName, ...] = ("device", "edge", "cloud")
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,8 @@ class ScenarioConfig:
             raise ConfigError(f"{w}: action_menu.batch_sizes must be >= 1")
         if not menu.cache_policies:
             raise ConfigError(f"{w}: action_menu.cache_policies must not be empty")
+        if not menu.tiers:
+            raise ConfigError(f"{w}: action_menu.tiers must name at least one tier")
         if self.edge.cache_capacity == 0 and set(menu.cache_policies) - {"none"}:
             raise ConfigError(f"{w}: cache policies offered but edge.cache_capacity is 0")
 
@@ -368,8 +373,16 @@ def scenario_from_dict(data: Any, path: str = "<memory>") -> ScenarioConfig:
     return cfg
 
 
-def load_scenario(name_or_path: str | Path) -> ScenarioConfig:
-    """Load a shipped scenario by name (``lte-dynamic``) or any YAML file by path."""
+def load_scenario(name_or_path: str | Path, overrides: Sequence[str] = ()) -> ScenarioConfig:
+    """Load a shipped scenario by name (``lte-dynamic``) or any YAML file by path.
+
+    Args:
+        name_or_path: a shipped scenario's name or a YAML file.
+        overrides: ``dotted.key=value`` changes applied before validation (``value`` is YAML,
+            e.g. ``reward.credit=finish`` or ``action_menu.batch_sizes=[1]``); a key that does
+            not exist fails like a typo in the file. A scenario with overrides is no longer
+            its file: its ``path`` says both, and run directories store its full YAML.
+    """
     p = Path(name_or_path)
     if not p.suffix:
         p = SCENARIO_DIR / f"{name_or_path}.yaml"
@@ -381,7 +394,30 @@ def load_scenario(name_or_path: str | Path) -> ScenarioConfig:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{p}: cannot read scenario: {exc}") from exc
-    return scenario_from_dict(data, str(p))
+    if not overrides:
+        return scenario_from_dict(data, str(p))
+    for item in overrides:
+        _apply_override(data, item, str(p))
+    return scenario_from_dict(data, f"{p} with {' '.join(overrides)}")
+
+
+def _apply_override(data: Any, item: str, where: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{where}: override {item!r}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: override {item!r}: value is not YAML: {exc}") from exc
+    node = data
+    *parents, leaf = key.strip().split(".")
+    for i, part in enumerate(parents):
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: override {item!r}: {'.'.join(parents[:i])} is no mapping")
+        node = node.setdefault(part, {})
+    if not isinstance(node, dict):
+        raise ConfigError(f"{where}: override {item!r}: {'.'.join(parents)} is no mapping")
+    node[leaf] = value
 
 
 def list_scenarios() -> list[str]:

@@ -200,8 +200,15 @@ def build_catalogue(cfg: ScenarioConfig, profiles: ModelProfiles) -> list[Plan]:
         for e in exits:
             n_e = dev.exits[e].after_unit + 1
             cuts = sorted({c for c in (menu.cut_units or range(n_e + 1)) if 0 <= c < n_e} | {n_e})
+            tiers = set(menu.tiers)
             for c_edge in cuts:
                 for c_cloud in (c for c in cuts if c >= c_edge):
+                    if (
+                        (c_edge > 0 and "device" not in tiers)
+                        or (c_edge < c_cloud and "edge" not in tiers)
+                        or (c_cloud < n_e and "cloud" not in tiers)
+                    ):
+                        continue
                     head_tier = "cloud" if c_cloud < n_e else "edge" if c_edge < n_e else "device"
                     dev_head = e if head_tier == "device" else None
                     edge_head = e if head_tier == "edge" else None

@@ -999,9 +999,7 @@ def _load_set_cached(
                             f"({trace.duration_s} s)"
                         )
                     parts.append(trace.window(start_s, end_s))
-                trace = (
-                    splice(parts, name=f"{trace.name}[{split}]") if len(parts) > 1 else parts[0]
-                )
+                trace = splice(parts, name=f"{trace.name}[{split}]") if len(parts) > 1 else parts[0]
             out.append(trace)
     return tuple(out)
 

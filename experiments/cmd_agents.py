@@ -54,7 +54,8 @@ def _policy_specs(values: Sequence[str]) -> tuple[str, ...]:
 
     out: list[str] = []
     for v in _split(values):
-        out += [f"baseline:{b}" for b in list_baselines()] if v == ALL_BASELINES else [v]
+        expand = [f"baseline:{b}" for b in list_baselines(include_expensive=False)]
+        out += expand if v == ALL_BASELINES else [v]
     return tuple(out)
 
 
@@ -91,6 +92,9 @@ def _progress_printer() -> Callable[[str], None]:
 @app.command()
 def train(
     scenario: str = typer.Option("lte-dynamic", help="scenario name or YAML path"),
+    scenario_set: list[str] = typer.Option(
+        [], "--set", help="scenario override dotted.key=value (repeat), e.g. reward.credit=finish"
+    ),
     algo: str = typer.Option("maskable_ppo", help="maskable_ppo | ppo | a2c | dqn"),
     timesteps: int = typer.Option(None, help="total env steps (default: the hyperparameter file)"),
     seed: int = typer.Option(0, help="training seed"),
@@ -110,6 +114,7 @@ def train(
         res = run_train(
             TrainConfig(
                 scenario=scenario,
+                scenario_set=tuple(scenario_set),
                 algo=algo,
                 timesteps=timesteps,
                 seed=seed,
@@ -136,6 +141,9 @@ def train(
 @app.command()
 def evaluate(
     scenario: str = typer.Option("lte-dynamic", help="scenario name or YAML path"),
+    scenario_set: list[str] = typer.Option(
+        [], "--set", help="scenario override dotted.key=value (repeat), e.g. reward.credit=finish"
+    ),
     policy: list[str] = typer.Option(..., help="RUN_DIR | baseline:NAME | planner:DIR (repeat)"),
     episodes: int = typer.Option(3, help="episodes per seed"),
     seed: list[str] = typer.Option(["0"], help="evaluation seed(s) (repeat or comma-separate)"),
@@ -161,6 +169,7 @@ def evaluate(
     with _clear_errors():
         cfg = EvalConfig(
             scenario=scenario,
+            scenario_set=tuple(scenario_set),
             policies=_policy_specs(policy),
             seeds=_seeds(seed),
             episodes=episodes,
@@ -182,9 +191,13 @@ def evaluate(
 @app.command()
 def compare(
     scenario: str = typer.Option("lte-dynamic", help="scenario name or YAML path"),
+    scenario_set: list[str] = typer.Option(
+        [], "--set", help="scenario override dotted.key=value (repeat), e.g. reward.credit=finish"
+    ),
     policies: list[str] = typer.Option(
         [ALL_BASELINES],
-        help=f"comma-separated RUN_DIR | baseline:NAME | planner:DIR; '{ALL_BASELINES}' = all",
+        help=f"comma-separated RUN_DIR | baseline:NAME | planner:DIR; '{ALL_BASELINES}' = all "
+        "but the oracle (add baseline:oracle)",
     ),
     seeds: list[str] = typer.Option(["0,1,2"], help="evaluation seeds, comma-separated"),
     episodes: int = typer.Option(1, help="episodes per seed"),
@@ -213,6 +226,7 @@ def compare(
         res = run_compare(
             CompareConfig(
                 scenario=scenario,
+                scenario_set=tuple(scenario_set),
                 policies=_policy_specs(policies),
                 seeds=_seeds(seeds),
                 episodes=episodes,

@@ -74,7 +74,11 @@ class CompareConfig:
     """What to compare (every field maps to an ``edgerl compare`` option)."""
 
     scenario: str | ScenarioModel = "lte-dynamic"
-    policies: tuple[str, ...] = tuple(f"baseline:{b}" for b in list_baselines())
+    scenario_set: tuple[str, ...] = ()
+    """scenario overrides, dotted.key=value (as for training)"""
+    policies: tuple[str, ...] = tuple(
+        f"baseline:{b}" for b in list_baselines(include_expensive=False)
+    )
     seeds: tuple[int, ...] = (0, 1, 2)
     episodes: int = 1
     horizon_s: float | None = None
@@ -98,13 +102,14 @@ class CompareResult:
 
 def compare(cfg: CompareConfig, progress: Callable[[str], None] | None = None) -> CompareResult:
     t0 = time.perf_counter()
-    scenario, _ = runinfo.resolve_scenario(cfg.scenario)
+    scenario, _ = runinfo.resolve_scenario(cfg.scenario, cfg.scenario_set)
     out = cfg.out or Path("runs") / "compare" / (
         f"{scenario.cfg.name}-{runinfo.now_iso().replace(':', '').replace('+0000', 'Z')}"
     )
     out.mkdir(parents=True, exist_ok=True)
     ecfg = EvalConfig(
         scenario=scenario if not isinstance(cfg.scenario, str) else cfg.scenario,
+        scenario_set=cfg.scenario_set if isinstance(cfg.scenario, str) else (),
         policies=cfg.policies,
         seeds=cfg.seeds,
         episodes=cfg.episodes,

@@ -78,7 +78,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     )
 
     console.rule("[bold]2/3 compare with every baseline on held-out traces")
-    policies = (str(run_dir), *(f"baseline:{b}" for b in list_baselines()))
+    policies = (str(run_dir), *(f"baseline:{b}" for b in list_baselines(include_expensive=False)))
     cmp = compare(
         CompareConfig(
             scenario=cfg.scenario,

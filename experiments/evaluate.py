@@ -45,6 +45,8 @@ class EvalConfig:
     """What to evaluate (every field maps to an ``edgerl evaluate``/``compare`` option)."""
 
     scenario: str | ScenarioModel = "lte-dynamic"
+    scenario_set: tuple[str, ...] = ()
+    """scenario overrides, dotted.key=value (as for training)"""
     policies: tuple[str, ...] = ("baseline:edgent",)
     seeds: tuple[int, ...] = (0,)
     episodes: int = 3
@@ -115,7 +117,7 @@ def run_evaluation(
     import torch
 
     torch.set_num_threads(cfg.torch_threads)
-    scenario, label = runinfo.resolve_scenario(cfg.scenario)
+    scenario, label = runinfo.resolve_scenario(cfg.scenario, cfg.scenario_set)
     fingerprint = scenario_fingerprint(scenario.cfg)
     loaded = [load_policy(s, cfg) for s in cfg.policies]  # fail early, before any rollout
     labels = [lbl for lbl, _, _ in loaded]

@@ -6,10 +6,12 @@ import platform
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from edgerl.envs.config import load_scenario
 from edgerl.envs.sim.build import ScenarioModel, scenario_model
 
 #: Distribution names whose versions every run records (run.json "versions").
@@ -75,15 +77,23 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
-def resolve_scenario(spec: object) -> tuple[ScenarioModel, str]:
+def resolve_scenario(spec: object, overrides: Sequence[str] = ()) -> tuple[ScenarioModel, str]:
     """A scenario name, YAML path or in-memory :class:`ScenarioModel` -> (model, its label).
+
+    ``overrides`` (``dotted.key=value``, see :func:`edgerl.envs.config.load_scenario`) change
+    a named or file scenario; the label then names them too.
 
     Raises:
         edgerl.envs.config.ConfigError: unknown scenario name (the message lists the shipped
-            ones) or an invalid scenario file.
+            ones), an invalid scenario file or override.
     """
     if isinstance(spec, ScenarioModel):
+        if overrides:
+            raise ValueError("overrides apply to a scenario name or file, not a ScenarioModel")
         return spec, spec.cfg.name
     if not isinstance(spec, str | Path):
         raise TypeError(f"scenario must be a name, a path or a ScenarioModel, got {spec!r}")
-    return scenario_model(str(spec)), str(spec)
+    if not overrides:
+        return scenario_model(str(spec)), str(spec)
+    cfg = load_scenario(str(spec), overrides)
+    return ScenarioModel.from_config(cfg), f"{spec}[{','.join(overrides)}]"

@@ -39,6 +39,8 @@ class TrainConfig:
 
     scenario: str | ScenarioModel = "lte-dynamic"
     """shipped scenario name, YAML path, or an in-memory ScenarioModel (tests)"""
+    scenario_set: tuple[str, ...] = ()
+    """scenario overrides, dotted.key=value (YAML values), e.g. reward.credit=finish"""
     algo: str = "maskable_ppo"
     """maskable_ppo | ppo | a2c | dqn"""
     timesteps: int | None = None
@@ -90,7 +92,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
 
     # 1. scenario and hyperparameters
-    scenario, scenario_label = runinfo.resolve_scenario(cfg.scenario)
+    scenario, scenario_label = runinfo.resolve_scenario(cfg.scenario, cfg.scenario_set)
     overrides = list(cfg.hp)
     if cfg.n_envs is not None:
         overrides.append(f"n_envs={cfg.n_envs}")
