@@ -38,6 +38,8 @@ CI_LEVEL = 0.95
 EVAL_SEED_STREAM = "eval"
 #: Grid step of the recorded true bandwidth trace (for plots) [s].
 BANDWIDTH_GRID_S = 1.0
+#: Observation features recorded at every decision (raw units), for knob-usage tables.
+DECISION_STATE_FEATURES = ("uplink_mbps", "arrival_rate_per_s", "edge_queue_len")
 US_PER_S = 1e6
 MS_PER_S = 1e3
 MJ_PER_J = 1e3
@@ -89,6 +91,7 @@ class EpisodeLog:
     plan_index: np.ndarray
     decision_s: np.ndarray  # simulated time of each decision
     decision_plan: np.ndarray
+    decision_state: np.ndarray  # (n_decisions, len(DECISION_STATE_FEATURES)), raw units
     n_arrived: int
     in_flight_at_horizon: int
     ep_return: float
@@ -114,6 +117,9 @@ def run_episode(
         reset(seed=seed)
     dec_t: list[float] = []
     dec_a: list[int] = []
+    dec_state: list[list[float]] = []
+    names = [f.name for f in inner.features]
+    state_idx = [names.index(n) for n in DECISION_STATE_FEATURES if n in names]
     ret = 0.0
     wall = 0.0
     perf = time.perf_counter
@@ -124,6 +130,8 @@ def run_episode(
         wall += perf() - t0
         dec_t.append(inner.sim.env.now)
         dec_a.append(a)
+        raw = inner.raw_state()
+        dec_state.append([float(raw[i]) for i in state_idx])
         obs, r, term, trunc, _ = env.step(a)
         ret += r
         if term or trunc:
@@ -152,6 +160,7 @@ def run_episode(
         plan_index=np.array([q.plan_index for q in reqs], dtype=np.int64),
         decision_s=np.array(dec_t),
         decision_plan=np.array(dec_a, dtype=np.int64),
+        decision_state=np.array(dec_state, dtype=np.float64).reshape(len(dec_a), len(state_idx)),
         n_arrived=int(sim.arrived),
         in_flight_at_horizon=int(sim.in_flight_at_horizon),
         ep_return=float(ret),

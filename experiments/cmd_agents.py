@@ -273,15 +273,32 @@ def bench_agents(
     eval_seeds: str = typer.Option("100,101,102", help="evaluation seeds, comma-separated"),
     episodes: int = typer.Option(1, help="held-out episodes per evaluation seed"),
     horizon_s: float = typer.Option(None, help="shorter evaluation episodes"),
-    out: Path = typer.Option(Path("bench/agents.json"), help="JSON result file"),
+    out: Path = typer.Option(Path("bench/agents.json"), help="JSON result file (+ .md report)"),
     runs_dir: Path = typer.Option(Path("runs/bench"), help="where the training runs go"),
     reuse: bool = typer.Option(True, help="reuse finished runs of the same configuration"),
     which: str = typer.Option("final", help="model used for the targets: final | best"),
+    scenario_set: list[str] = typer.Option(
+        [], "--set", help="scenario override dotted.key=value for every scenario (repeat)"
+    ),
+    references: str = typer.Option(
+        "",
+        help="reference baselines, comma-separated (default: best-fixed, edgent-dynamic, "
+        "composite, edgent, neurosurgeon, clairvoyant, oracle)",
+    ),
+    ablations: str = typer.Option(
+        "",
+        help="retrain with one knob frozen: no-exits,no-batching,no-cache,one-variant,"
+        "device-only (comma-separated)",
+    ),
+    oracle_window_s: float = typer.Option(10.0, help="the hindsight oracle's window [s]"),
+    oracle_workers: int = typer.Option(1, help="the oracle's concurrent simulator forks"),
     search_max_wall_s: float = typer.Option(600.0, help="best-fixed: wall-time bound"),
 ) -> None:
-    """Quality targets: best learned agent vs clairvoyant, Edgent, best fixed (JSON)."""
+    """Does adaptation pay? Learned agents vs best fixed, Edgent, composite and the oracle."""
     from edgerl.experiments.bench_agents import BenchConfig, run_bench
 
+    if which not in ("best", "final"):
+        raise typer.BadParameter("--which must be best or final")
     with _clear_errors():
         run_bench(
             BenchConfig(
@@ -296,6 +313,11 @@ def bench_agents(
                 runs_dir=runs_dir,
                 reuse=reuse,
                 which=which,
+                scenario_set=tuple(scenario_set),
+                **({"references": tuple(_split([references]))} if references else {}),
+                ablations=tuple(_split([ablations])) if ablations else (),
+                oracle_window_s=oracle_window_s,
+                oracle_workers=oracle_workers,
                 search=_search(3, 60.0, search_max_wall_s, 1, 0),
             )
         )

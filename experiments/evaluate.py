@@ -62,6 +62,10 @@ class EvalConfig:
     """Neurosurgeon/Edgent latency predictions: regression | profile"""
     record_bandwidth: bool = False
     torch_threads: int = 1
+    oracle_window_s: float = 10.0
+    """the hindsight oracle's window [s]"""
+    oracle_workers: int = 1
+    """the oracle's concurrent simulator forks"""
 
 
 def load_policy(spec: str, cfg: EvalConfig) -> tuple[str, Any, dict[str, Any]]:
@@ -77,6 +81,8 @@ def load_policy(spec: str, cfg: EvalConfig) -> tuple[str, Any, dict[str, Any]]:
             latency_source=cfg.latency_source,
             search=cfg.search,
             cache_dir=str(cfg.cache_dir) if cfg.cache_dir is not None else None,
+            window_s=cfg.oracle_window_s,
+            workers=cfg.oracle_workers,
         )
         return name, make_baseline(name, opts), notes
     if spec.startswith(PLANNER_PREFIX):

@@ -72,6 +72,7 @@ def _log(**kw) -> EpisodeLog:
         plan_index=np.zeros(n, np.int64),
         decision_s=np.zeros(n),
         decision_plan=np.zeros(n, np.int64),
+        decision_state=np.zeros((n, 3)),
         n_arrived=n,
         in_flight_at_horizon=0,
         ep_return=0.0,
