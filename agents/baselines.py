@@ -118,7 +118,7 @@ def closest_plan(model: ScenarioModel, placement: Placement) -> tuple[Plan, bool
     exactly the ideal one.
     """
     v, final_exit, batch, cache = literature_defaults(model)
-    feasible = [p for p in model.plans if model.static_mask[p.index]]
+    feasible = [p for p in model.plans if model.static_mask[p.index] and p.threshold is None]
 
     def key(p: Plan) -> tuple[int, int, int, int, int, int]:
         return (
@@ -279,7 +279,8 @@ class _CostModelPolicy(BasePolicy):
             else (lambda p: p.cut_edge == p.cut_cloud)
         )
         filters: list[tuple[str, Callable[[Plan], bool]]] = [
-            ("feasible", lambda p: bool(model.static_mask[p.index])),
+            # threshold rules are not in the papers' configuration spaces
+            ("feasible", lambda p: bool(model.static_mask[p.index]) and p.threshold is None),
             ("variant", lambda p: any_variant or p.variant == v),
             (f"device-{server} only", two_tier),
             ("batch", lambda p: p.batch_size == batch),

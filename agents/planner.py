@@ -65,7 +65,7 @@ from edgerl.envs.observation import (
 )
 
 #: Version of the artefact layout (bump when ``planner.json`` or the graph interface changes).
-PLANNER_SCHEMA_VERSION = 1
+PLANNER_SCHEMA_VERSION = 2  # 2: actions carry exit_threshold and rule_exits
 PLANNER_KIND = "edgerl.planner"
 POLICY_FILE = "policy.onnx"
 SPEC_FILE = "planner.json"
@@ -104,6 +104,9 @@ class Plan:
         batch_size: edge batch size this request waits for.
         cache_policy: edge cache policy (``none`` bypasses the cache).
         raw_input_leaves_device: whether the raw input is sent off the device.
+        exit_threshold: BranchyNet confidence threshold: leave at the first of
+            ``rule_exits`` whose confidence reaches it (``None``: always ``exit``).
+        rule_exits: the exits the threshold rule chooses from (empty without a rule).
     """
 
     index: int
@@ -116,10 +119,14 @@ class Plan:
     batch_size: int
     cache_policy: str
     raw_input_leaves_device: bool
+    exit_threshold: float | None = None
+    rule_exits: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the keys of ``edgerl.envs.plans.Plan.describe``)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["rule_exits"] = list(self.rule_exits)
+        return d
 
 
 _PLAN_TYPES: dict[str, type] = {
@@ -134,6 +141,7 @@ _PLAN_TYPES: dict[str, type] = {
     "cache_policy": str,
     "raw_input_leaves_device": bool,
 }
+_RULE_KEYS = ("exit_threshold", "rule_exits")  # checked by _plan_from_json (nullable / list)
 
 
 def spec_digest(spec: Mapping[str, Any]) -> str:
@@ -147,11 +155,11 @@ def spec_digest(spec: Mapping[str, Any]) -> str:
 def _plan_from_json(entry: Any, i: int, where: str) -> Plan:
     if not isinstance(entry, Mapping):
         raise PlannerError(f"{where}: actions[{i}]: expected an object, got {entry!r}")
-    keys = set(entry)
-    if keys != set(_PLAN_TYPES):
+    keys, expected = set(entry), {*_PLAN_TYPES, *_RULE_KEYS}
+    if keys != expected:
         raise PlannerError(
             f"{where}: actions[{i}]: keys differ from the decoding table: missing "
-            f"{sorted(set(_PLAN_TYPES) - keys)}, unexpected {sorted(keys - set(_PLAN_TYPES))}"
+            f"{sorted(expected - keys)}, unexpected {sorted(keys - expected)}"
         )
     for key, tp in _PLAN_TYPES.items():
         v = entry[key]
@@ -160,7 +168,19 @@ def _plan_from_json(entry: Any, i: int, where: str) -> Plan:
             raise PlannerError(f"{where}: actions[{i}].{key}: expected {tp.__name__}, got {v!r}")
     if entry["index"] != i:
         raise PlannerError(f"{where}: actions[{i}].index is {entry['index']}, expected {i}")
-    return Plan(**{k: entry[k] for k in _PLAN_TYPES})
+    tau = entry["exit_threshold"]
+    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, int | float)):
+        raise PlannerError(f"{where}: actions[{i}].exit_threshold: expected a number or null")
+    rule = entry["rule_exits"]
+    if not isinstance(rule, list) or not all(
+        isinstance(e, int) and not isinstance(e, bool) for e in rule
+    ):
+        raise PlannerError(f"{where}: actions[{i}].rule_exits: expected a list of integers")
+    return Plan(
+        **{k: entry[k] for k in _PLAN_TYPES},
+        exit_threshold=None if tau is None else float(tau),
+        rule_exits=tuple(rule),
+    )
 
 
 def _require(spec: Mapping[str, Any], key: str, tp: type | tuple[type, ...], where: str) -> Any:

@@ -96,7 +96,7 @@ class ServingCompositePolicy(_CostModelPolicy):
         self.cache = "lru" if "lru" in caches else cache
         self.batch_sizes = sorted({p.batch_size for p in model.plans})
         final = {
-            v: max(p.exit_index for p in model.plans if p.variant == v)
+            v: max(p.exit_index for p in model.plans if p.variant == v and p.threshold is None)
             for v in model.cfg.model.variants
         }
         rows = []
@@ -105,6 +105,7 @@ class ServingCompositePolicy(_CostModelPolicy):
             def ok(p: Plan, v: str = v) -> bool:
                 return (
                     p.variant == v
+                    and p.threshold is None
                     and p.exit_index == final[v]
                     and p.cut_cloud == p.n_units  # device-edge, as Neurosurgeon
                     and p.cache_policy == self.cache

@@ -162,6 +162,11 @@ class ModelConfig:
     name: str  # zoo model, e.g. resnet18_me
     variants: tuple[str, ...]
     accuracy: Mapping[str, AccuracyOverride] = field(default_factory=dict)
+    # How a request's answer is decided. "latent": each input has a latent difficulty
+    # u ~ U(0, 1) and a (variant, exit) with accuracy a answers it right iff u < a. "measured":
+    # each input id stands for a test image of the model's shipped accuracy table
+    # (profiles/data/<model>/accuracy.npz) and gets that image's measured answer.
+    input_correctness: Literal["latent", "measured"] = "latent"
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,9 @@ class ActionMenuConfig:
     cache_policies: tuple[CachePolicyName, ...] = ("none",)
     # tiers that may compute (e.g. [device] keeps everything on the device)
     tiers: tuple[TierName, ...] = ("device", "edge", "cloud")
+    # BranchyNet confidence thresholds: for each tau, plans that leave at the first of
+    # ``exits`` whose confidence (max softmax probability) reaches tau (needs measured inputs)
+    exit_thresholds: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -267,6 +275,9 @@ class ScenarioConfig:
             raise ConfigError(f"{w}: action_menu.cache_policies must not be empty")
         if not menu.tiers:
             raise ConfigError(f"{w}: action_menu.tiers must name at least one tier")
+        for i, tau in enumerate(menu.exit_thresholds):
+            if not 0.0 < tau <= 1.0:
+                raise ConfigError(f"{w}: action_menu.exit_thresholds[{i}] must be in (0, 1]")
         if self.edge.cache_capacity == 0 and set(menu.cache_policies) - {"none"}:
             raise ConfigError(f"{w}: cache policies offered but edge.cache_capacity is 0")
 

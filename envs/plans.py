@@ -27,9 +27,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from edgerl.envs.config import ConfigError, ScenarioConfig
 from edgerl.profiles import LayerProfile, find_profile, interpolate_latency
+from edgerl.profiles.accuracy import AccuracyTable, load_accuracy_table
 
 CACHE_POLICIES = ("none", "lru", "lfu", "cost")
 MB = 1e6  # bytes per megabyte (SI), the unit of the *_mb config keys
@@ -58,6 +60,12 @@ class Plan:
     accuracy: float
     raw_input_leaves: bool
     head_tier: str  # "device" | "edge" | "cloud"
+    # BranchyNet threshold rule: leave at the first exit of ``rule_exits`` whose confidence
+    # reaches ``threshold`` (None: always ``exit_index``). Such a plan's static costs are those
+    # of its longest path (every head evaluated, the last exit taken); the simulator runs the
+    # resolved plan of the exit the input actually takes (:meth:`ScenarioModel.resolved`).
+    threshold: float | None = None
+    rule_exits: tuple[int, ...] = ()
 
     @property
     def uses_edge_compute(self) -> bool:
@@ -73,8 +81,13 @@ class Plan:
 
     @property
     def name(self) -> str:
+        exit_part = (
+            f"exit{self.exit_index}"
+            if self.threshold is None
+            else f"tau{self.threshold:g}{list(self.rule_exits)}".replace(" ", "")
+        )
         return (
-            f"{self.variant}/exit{self.exit_index}/dev[0:{self.cut_edge})"
+            f"{self.variant}/{exit_part}/dev[0:{self.cut_edge})"
             f"/edge[{self.cut_edge}:{self.cut_cloud})/cloud[{self.cut_cloud}:{self.n_units})"
             f"/b{self.batch_size}/cache:{self.cache_policy}"
         )
@@ -92,6 +105,8 @@ class Plan:
             "batch_size": self.batch_size,
             "cache_policy": self.cache_policy,
             "raw_input_leaves_device": self.raw_input_leaves,
+            "exit_threshold": self.threshold,
+            "rule_exits": list(self.rule_exits),
         }
 
 
@@ -102,25 +117,51 @@ class ModelProfiles:
     device: dict[str, LayerProfile]
     edge: dict[str, LayerProfile]
     cloud: dict[str, LayerProfile]
+    #: measured per-input answers (``model.input_correctness: measured``), else None
+    table: AccuracyTable | None = None
 
     @classmethod
     def load(cls, cfg: ScenarioConfig) -> ModelProfiles:
         m = cfg.model
         try:
-            return cls(
+            out = cls(
                 device={v: find_profile(m.name, v, cfg.devices.hardware) for v in m.variants},
                 edge={v: find_profile(m.name, v, cfg.edge.hardware) for v in m.variants},
                 cloud={v: find_profile(m.name, v, cfg.cloud.hardware) for v in m.variants},
+                table=load_accuracy_table(m.name) if m.input_correctness == "measured" else None,
             )
         except ValueError as exc:
             raise ConfigError(f"{cfg.path}: {exc}") from exc
+        out.check_table(cfg)
+        return out
+
+    def check_table(self, cfg: ScenarioConfig) -> None:
+        """The accuracy table must describe the profiled model: same variants and exits."""
+        if cfg.model.input_correctness != "measured":
+            return
+        t = self.table
+        if t is None:
+            raise ConfigError(
+                f"{cfg.path}: model.input_correctness is 'measured' but no accuracy table "
+                f"was given for {cfg.model.name}"
+            )
+        for v, prof in self.device.items():
+            if v not in t.variants:
+                raise ConfigError(
+                    f"{cfg.path}: the accuracy table {t.path} has no variant {v!r} "
+                    f"(it has {', '.join(t.variants)})"
+                )
+            after = tuple(x.after_unit for x in prof.exits)
+            if after != t.exit_after:
+                raise ConfigError(
+                    f"{cfg.path}: exits of {prof.path} (after units {list(after)}) differ "
+                    f"from the accuracy table {t.path} ({list(t.exit_after)})"
+                )
 
 
-def _sum_ms(prof: LayerProfile, unit_lo: int, unit_hi: int, head: int | None, bi: int) -> float:
+def _sum_ms(prof: LayerProfile, unit_lo: int, unit_hi: int, heads: Sequence[int], bi: int) -> float:
     total = sum(prof.units[i].latency_ms_median[bi] for i in range(unit_lo, unit_hi))
-    if head is not None:
-        total += prof.exits[head].latency_ms_median[bi]
-    return total
+    return total + sum(prof.exits[h].latency_ms_median[bi] for h in heads)
 
 
 def _cut_bytes(prof: LayerProfile, cut: int) -> int:
@@ -131,11 +172,10 @@ def _cut_bytes(prof: LayerProfile, cut: int) -> int:
     return unit.output_bytes_int8 if int8 else unit.output_bytes_fp32
 
 
-def _segment_memory(prof: LayerProfile, lo: int, hi: int, head: int | None, batch: int) -> int:
+def _segment_memory(prof: LayerProfile, lo: int, hi: int, heads: Sequence[int], batch: int) -> int:
     """Weights of the segment plus its largest activation footprint at ``batch``."""
     entries = [prof.units[i] for i in range(lo, hi)]
-    if head is not None:
-        entries.append(prof.exits[head])
+    entries += [prof.exits[h] for h in heads]
     if not entries:
         return 0
     return sum(e.params_bytes for e in entries) + batch * max(
@@ -176,10 +216,140 @@ def _resolve_exits(menu_exits: Sequence[int], n_exits: int, where: str) -> list[
     return sorted(set(out))
 
 
+def _tier_of(unit: int, c_edge: int, c_cloud: int) -> str:
+    return "device" if unit < c_edge else "edge" if unit < c_cloud else "cloud"
+
+
+def make_plan(
+    index: int,
+    variant: str,
+    tiers: tuple[LayerProfile, LayerProfile, LayerProfile],
+    exit_index: int,
+    c_edge: int,
+    c_cloud: int,
+    batch: int,
+    cache: str,
+    accuracy: float,
+    heads: Sequence[int] = (),
+    threshold: float | None = None,
+    rule_exits: tuple[int, ...] = (),
+) -> Plan:
+    """A plan whose request runs units ``[0, n_e)`` of the exit and the exit heads ``heads``
+    (default: the exit's own head) on the tiers its cuts assign them to."""
+    dev, edge, cloud = tiers
+    n_e = dev.exits[exit_index].after_unit + 1
+    run_heads = list(heads) or [exit_index]
+    by_tier: dict[str, list[int]] = {"device": [], "edge": [], "cloud": []}
+    for h in run_heads:
+        by_tier[_tier_of(dev.exits[h].after_unit, c_edge, c_cloud)].append(h)
+    head_tier = _tier_of(n_e - 1, c_edge, c_cloud)
+    return Plan(
+        index=index,
+        variant=variant,
+        exit_index=exit_index,
+        n_units=n_e,
+        cut_edge=c_edge,
+        cut_cloud=c_cloud,
+        batch_size=batch,
+        cache_policy=cache,
+        device_s=_sum_ms(dev, 0, c_edge, by_tier["device"], 0) / 1e3,
+        edge_batch_ms=tuple(
+            _sum_ms(edge, c_edge, c_cloud, by_tier["edge"], bi)
+            for bi in range(len(edge.batch_sizes))
+        ),
+        cloud_s=_sum_ms(cloud, c_cloud, n_e, by_tier["cloud"], 0) / 1e3,
+        uplink_bytes=_cut_bytes(dev, c_edge) if c_edge < n_e else 0,
+        wan_bytes=_cut_bytes(dev, c_cloud) if c_cloud < n_e else 0,
+        device_memory_bytes=_segment_memory(dev, 0, c_edge, by_tier["device"], 1),
+        edge_memory_bytes=_segment_memory(edge, c_edge, c_cloud, by_tier["edge"], batch),
+        accuracy=accuracy,
+        raw_input_leaves=c_edge == 0 and n_e > 0,
+        head_tier=head_tier,
+        threshold=threshold,
+        rule_exits=rule_exits,
+    )
+
+
+def resolve_threshold_plan(plan: Plan, exit_taken: int, profiles: ModelProfiles) -> Plan:
+    """The plan a threshold-rule request runs when it leaves at ``exit_taken``.
+
+    Units up to that exit run where the rule plan's cuts put them (a cut beyond the exit is
+    never reached: nothing is sent there); the heads of the rule's exits up to and including
+    ``exit_taken`` run on the tiers of the units they follow (the earlier ones are evaluated
+    and do not fire). Its index is -1 (not an action); its accuracy stays the rule's.
+    """
+    if plan.threshold is None or exit_taken not in plan.rule_exits:
+        raise ValueError(f"plan {plan.name}: {exit_taken} is not one of its rule's exits")
+    tiers = (
+        profiles.device[plan.variant],
+        profiles.edge[plan.variant],
+        profiles.cloud[plan.variant],
+    )
+    n_e = tiers[0].exits[exit_taken].after_unit + 1
+    heads = [e for e in plan.rule_exits if e <= exit_taken]
+    return make_plan(
+        -1,
+        plan.variant,
+        tiers,
+        exit_taken,
+        min(plan.cut_edge, n_e),
+        min(plan.cut_cloud, n_e),
+        plan.batch_size,
+        plan.cache_policy,
+        plan.accuracy,
+        heads=heads,
+        threshold=plan.threshold,
+        rule_exits=plan.rule_exits,
+    )
+
+
+def rule_accuracy(table: AccuracyTable, variant: str, tau: float, exits: Sequence[int]) -> float:
+    """Measured top-1 accuracy of the threshold rule over the table's test inputs."""
+    taken = table.threshold_exits(variant, tau, list(exits))
+    return float(table.threshold_correct(variant, taken).mean())
+
+
 def build_catalogue(cfg: ScenarioConfig, profiles: ModelProfiles) -> list[Plan]:
     """All structurally valid plans of the scenario's action menu, in a stable order."""
     menu = cfg.action_menu
     plans: list[Plan] = []
+    tiers_allowed = set(menu.tiers)
+
+    def cut_pairs(n_e: int) -> list[tuple[int, int]]:
+        cuts = sorted({c for c in (menu.cut_units or range(n_e + 1)) if 0 <= c < n_e} | {n_e})
+        out = []
+        for c_edge in cuts:
+            for c_cloud in (c for c in cuts if c >= c_edge):
+                if (
+                    (c_edge > 0 and "device" not in tiers_allowed)
+                    or (c_edge < c_cloud and "edge" not in tiers_allowed)
+                    or (c_cloud < n_e and "cloud" not in tiers_allowed)
+                ):
+                    continue
+                out.append((c_edge, c_cloud))
+        return out
+
+    def add_all(variant: str, tiers: Any, exit_index: int, accuracy: float, **rule: Any) -> None:
+        n_e = tiers[0].exits[exit_index].after_unit + 1
+        for c_edge, c_cloud in cut_pairs(n_e):
+            batch_sizes = menu.batch_sizes if c_edge < c_cloud else (1,)
+            for b in sorted(set(batch_sizes)):
+                for policy in menu.cache_policies:
+                    plans.append(
+                        make_plan(
+                            len(plans),
+                            variant,
+                            tiers,
+                            exit_index,
+                            c_edge,
+                            c_cloud,
+                            b,
+                            policy,
+                            accuracy,
+                            **rule,
+                        )
+                    )
+
     for variant in cfg.model.variants:
         dev, edge, cloud = profiles.device[variant], profiles.edge[variant], profiles.cloud[variant]
         n_total = len(dev.units)
@@ -198,53 +368,29 @@ def build_catalogue(cfg: ScenarioConfig, profiles: ModelProfiles) -> list[Plan]:
         exits = _resolve_exits(menu.exits, len(dev.exits), cfg.path)
         accs = exit_accuracies(cfg, dev, exits)
         for e in exits:
-            n_e = dev.exits[e].after_unit + 1
-            cuts = sorted({c for c in (menu.cut_units or range(n_e + 1)) if 0 <= c < n_e} | {n_e})
-            tiers = set(menu.tiers)
-            for c_edge in cuts:
-                for c_cloud in (c for c in cuts if c >= c_edge):
-                    if (
-                        (c_edge > 0 and "device" not in tiers)
-                        or (c_edge < c_cloud and "edge" not in tiers)
-                        or (c_cloud < n_e and "cloud" not in tiers)
-                    ):
-                        continue
-                    head_tier = "cloud" if c_cloud < n_e else "edge" if c_edge < n_e else "device"
-                    dev_head = e if head_tier == "device" else None
-                    edge_head = e if head_tier == "edge" else None
-                    cloud_head = e if head_tier == "cloud" else None
-                    batch_sizes = menu.batch_sizes if c_edge < c_cloud else (1,)
-                    for b in sorted(set(batch_sizes)):
-                        for policy in menu.cache_policies:
-                            plans.append(
-                                Plan(
-                                    index=len(plans),
-                                    variant=variant,
-                                    exit_index=e,
-                                    n_units=n_e,
-                                    cut_edge=c_edge,
-                                    cut_cloud=c_cloud,
-                                    batch_size=b,
-                                    cache_policy=policy,
-                                    device_s=_sum_ms(dev, 0, c_edge, dev_head, 0) / 1e3,
-                                    edge_batch_ms=tuple(
-                                        _sum_ms(edge, c_edge, c_cloud, edge_head, bi)
-                                        for bi in range(len(edge.batch_sizes))
-                                    ),
-                                    cloud_s=_sum_ms(cloud, c_cloud, n_e, cloud_head, 0) / 1e3,
-                                    uplink_bytes=_cut_bytes(dev, c_edge) if c_edge < n_e else 0,
-                                    wan_bytes=_cut_bytes(dev, c_cloud) if c_cloud < n_e else 0,
-                                    device_memory_bytes=_segment_memory(
-                                        dev, 0, c_edge, dev_head, 1
-                                    ),
-                                    edge_memory_bytes=_segment_memory(
-                                        edge, c_edge, c_cloud, edge_head, b
-                                    ),
-                                    accuracy=accs[e],
-                                    raw_input_leaves=c_edge == 0 and n_e > 0,
-                                    head_tier=head_tier,
-                                )
-                            )
+            add_all(variant, (dev, edge, cloud), e, accs[e])
+        if menu.exit_thresholds:
+            if profiles.table is None:
+                raise ConfigError(
+                    f"{cfg.path}: action_menu.exit_thresholds need measured per-input "
+                    "confidences: set model.input_correctness: measured"
+                )
+            if len(exits) < 2:  # noqa: PLR2004 (a rule chooses between at least two exits)
+                raise ConfigError(
+                    f"{cfg.path}: action_menu.exit_thresholds need at least two exits in "
+                    f"action_menu.exits, got {exits}"
+                )
+            for tau in menu.exit_thresholds:
+                acc = rule_accuracy(profiles.table, variant, tau, exits)
+                add_all(
+                    variant,
+                    (dev, edge, cloud),
+                    exits[-1],
+                    acc,
+                    heads=exits,
+                    threshold=tau,
+                    rule_exits=tuple(exits),
+                )
     if not plans:
         raise ConfigError(f"{cfg.path}: the action menu yields no plan")
     return plans

@@ -20,7 +20,7 @@ import onnx
 import pytest
 import yaml
 from conftest import TOY_SCENARIO, toy_model
-from edgerl.agents.planner import Planner, spec_digest
+from edgerl.agents.planner import PLANNER_SCHEMA_VERSION, Planner, spec_digest
 from edgerl.agents.rundir import RunDirError
 from edgerl.envs.config import SCENARIO_DIR
 from edgerl.envs.env import CollabInferenceEnv
@@ -164,7 +164,7 @@ def test_artefact_content(root):
     env = CollabInferenceEnv(model)
     assert sorted(p.name for p in d.iterdir()) == ["planner.json", "policy.onnx"]
     spec = json.loads((d / "planner.json").read_text())
-    assert spec["schema_version"] == 1 and spec["kind"] == "edgerl.planner"
+    assert spec["schema_version"] == PLANNER_SCHEMA_VERSION and spec["kind"] == "edgerl.planner"
     assert spec["content_sha256"] == spec_digest(spec)
     assert spec["observation"]["features"] == spec_to_json(env.features)
     assert spec["observation"]["clip"] == OBS_CLIP

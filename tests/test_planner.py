@@ -188,7 +188,9 @@ def test_wrong_observation_shape_and_values(planner_dir):
 
 def test_schema_version_mismatch(planner_dir):
     rewrite_spec(planner_dir, schema_version=PLANNER_SCHEMA_VERSION + 1)
-    with pytest.raises(PlannerError, match="schema_version 2 is not supported"):
+    with pytest.raises(
+        PlannerError, match=f"schema_version {PLANNER_SCHEMA_VERSION + 1} is not supported"
+    ):
         Planner.load(planner_dir)
 
 

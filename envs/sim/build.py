@@ -6,15 +6,22 @@ every episode (:class:`ScenarioModel`); an episode only draws traces, offsets an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
 import numpy as np
 from edgerl.envs.config import BandwidthConfig, ConfigError, ScenarioConfig, load_scenario
-from edgerl.envs.plans import ModelProfiles, Plan, build_catalogue, static_feasibility
+from edgerl.envs.plans import (
+    ModelProfiles,
+    Plan,
+    build_catalogue,
+    resolve_threshold_plan,
+    static_feasibility,
+)
 from edgerl.envs.sim.network import BandwidthSource, ConstantBandwidth
-from edgerl.envs.sim.simulator import Simulator, offset_source
+from edgerl.envs.sim.simulator import MeasuredAnswers, Simulator, offset_source
 from edgerl.envs.sim.streams import RandomStreams, SeedLike
 
 Split = Literal["train", "eval"]
@@ -30,13 +37,21 @@ class ScenarioModel:
     static_mask: np.ndarray  # plans that fit the memory limits
     device_power_w: float
     edge_batch_sizes: tuple[int, ...]
+    #: threshold-rule plans resolved per exit taken: catalogue index -> exit -> plan (the
+    #: resolved plans are numbered after the catalogue, so the simulator can index them)
+    resolved: dict[int, dict[int, Plan]] = field(default_factory=dict)
+    #: measured answers per test image (``model.input_correctness: measured``), else None
+    answers: MeasuredAnswers | None = None
 
     @classmethod
     def from_config(
         cls, cfg: ScenarioConfig, profiles: ModelProfiles | None = None
     ) -> ScenarioModel:
         """Build from the shipped profiles (or ``profiles``, e.g. a user's own)."""
-        profiles = profiles if profiles is not None else ModelProfiles.load(cfg)
+        if profiles is None:
+            profiles = ModelProfiles.load(cfg)
+        else:
+            profiles.check_table(cfg)
         plans = tuple(build_catalogue(cfg, profiles))
         mask = np.array(static_feasibility(cfg, plans), dtype=bool)
         if not mask.any():
@@ -52,7 +67,24 @@ class ScenarioModel:
                 )
             power = float(hw_power)
         edge_bs = profiles.edge[cfg.model.variants[0]].batch_sizes
-        return cls(cfg, profiles, plans, mask, power, tuple(edge_bs))
+        resolved: dict[int, dict[int, Plan]] = {}
+        n = len(plans)
+        for p in plans:
+            if p.threshold is not None:
+                resolved[p.index] = {}
+                for e in p.rule_exits:
+                    r = dataclasses.replace(resolve_threshold_plan(p, e, profiles), index=n)
+                    resolved[p.index][e] = r
+                    n += 1
+        answers = MeasuredAnswers.from_table(profiles.table, plans) if profiles.table else None
+        return cls(cfg, profiles, plans, mask, power, tuple(edge_bs), resolved, answers)
+
+    @property
+    def extra_plans(self) -> list[Plan]:
+        """The resolved threshold plans, in index order (after the catalogue)."""
+        return sorted(
+            (r for d in self.resolved.values() for r in d.values()), key=lambda r: r.index
+        )
 
 
 @lru_cache(maxsize=32)
@@ -111,4 +143,6 @@ def build_simulator(
         model.device_power_w,
         record=record,
         log_events=log_events,
+        resolved=model.resolved,
+        answers=model.answers,
     )

@@ -133,6 +133,36 @@ class PlanOutcome:
 _SHED = "shed"
 
 
+@dataclass(frozen=True)
+class MeasuredAnswers:
+    """Measured per-test-image answers of the scenario's model (from its accuracy table).
+
+    ``correct[(variant, exit)][i]``: whether that exit answers test image ``i`` right;
+    ``exit_of[(variant, tau, rule_exits)][i]``: the exit a threshold rule takes on image ``i``.
+    """
+
+    n_images: int
+    correct: dict[tuple[str, int], np.ndarray]
+    exit_of: dict[tuple[str, float, tuple[int, ...]], np.ndarray]
+
+    @classmethod
+    def from_table(cls, table: Any, plans: Sequence[Plan]) -> MeasuredAnswers:
+        variants = {p.variant for p in plans}
+        correct = {
+            (v, e): np.asarray(table.correct(v, e))
+            for v in variants
+            for e in range(len(table.exit_names))
+        }
+        exit_of = {
+            (p.variant, p.threshold, p.rule_exits): table.threshold_exits(
+                p.variant, p.threshold, list(p.rule_exits)
+            )
+            for p in plans
+            if p.threshold is not None
+        }
+        return cls(int(table.n_inputs), correct, exit_of)
+
+
 class _OffsetBandwidth:
     """A bandwidth source seen from ``offset_s`` into it, scaled by ``scale``."""
 
@@ -243,11 +273,21 @@ class Simulator:
         *,
         record: bool = False,
         log_events: bool = False,
+        resolved: dict[int, dict[int, Plan]] | None = None,
+        answers: MeasuredAnswers | None = None,
     ) -> None:
         if len(uplinks) != cfg.devices.count or len(downlinks) != cfg.devices.count:
             raise ConfigError(f"{cfg.path}: need one uplink and downlink per device")
         self.cfg = cfg
-        self.plans = plans
+        self.plans = plans  # the catalogue: actions index it
+        self._resolved = resolved or {}
+        # every plan a request may run: the catalogue, then resolved threshold plans
+        all_plans = list(plans) + sorted(
+            (r for d in self._resolved.values() for r in d.values()), key=lambda r: r.index
+        )
+        if [p.index for p in all_plans] != list(range(len(all_plans))):
+            raise ConfigError(f"{cfg.path}: plan indices must be 0..n-1 (catalogue, then resolved)")
+        self.answers = answers
         if not isinstance(streams, RandomStreams):
             streams = RandomStreams.spawn(streams, cfg.devices.count)
         self.streams = streams
@@ -273,17 +313,18 @@ class Simulator:
         self.cloud_workers = MultiServer(cfg.cloud.workers)
         self.cache = ResultCache(cfg.edge.cache_capacity)
         self.cache_hit_ewma = 0.0
-        self.batchers: dict[tuple[str, int, int, int], Batcher] = {}
+        self.batchers: dict[tuple[Any, ...], Batcher] = {}
         self.plan_batcher: list[Batcher | None] = []
-        for p in plans:
+        for p in all_plans:
             if not p.uses_edge_compute:
                 self.plan_batcher.append(None)
                 continue
-            key = (
+            key = (  # the edge segment: same variant, units and heads batch together
                 p.variant,
                 p.cut_edge,
                 p.cut_cloud,
                 p.exit_index if p.head_tier == "edge" else -1,
+                p.rule_exits if p.threshold is not None else (),
             )
             self.plan_batcher.append(self.batchers.setdefault(key, Batcher(p)))
         self.edge_batch_waiting = 0
@@ -291,30 +332,41 @@ class Simulator:
         self.popularity = Popularity(cfg.workload.catalogue_size, cfg.workload.zipf_s)
         self.apps = AppMix([a.weight for a in cfg.workload.apps])
         self.deadlines_s = [a.deadline_ms / 1e3 for a in cfg.workload.apps]
-        # What each input id is, drawn once for the whole catalogue (see _is_correct).
-        self.difficulty = streams.content.random(cfg.workload.catalogue_size).tolist()
+        # What each input id is, drawn once for the whole catalogue (see _is_correct): a
+        # latent difficulty, or the test image it stands for (measured answers).
+        n_inputs = cfg.workload.catalogue_size
+        self.difficulty: list[float] = []
+        self.image_of: list[int] = []
+        if answers is None:
+            self.difficulty = streams.content.random(n_inputs).tolist()
+        elif n_inputs <= answers.n_images:  # distinct inputs are distinct images
+            self.image_of = streams.content.permutation(answers.n_images)[:n_inputs].tolist()
+        else:
+            self.image_of = streams.content.integers(answers.n_images, size=n_inputs).tolist()
         # compute a plan saves when its result is reused (cost-aware eviction) [s]
         self.compute_s = [
             p.device_s
             + p.uses_edge_compute * interpolate_latency(edge_batch_sizes, p.edge_batch_ms, 1) / 1e3
             + p.cloud_s
-            for p in plans
+            for p in all_plans
         ]
         self.w = cfg.reward
         self.shedding = cfg.shedding == "deadline"
         # Lower bounds on the time from a stage to the result reaching the device [s]:
         # remaining profiled compute (edge at batch 1) plus propagation; transfers count 0.
         a_s, w_s = net.access_rtt_ms / 2e3, net.wan_rtt_ms / 2e3
-        self._rest_cloud_out = [w_s + a_s for _ in plans]
-        self._rest_edge_out = [(2 * w_s + p.cloud_s if p.uses_cloud else 0.0) + a_s for p in plans]
-        self._rest_edge_in = [
-            r
-            + (interpolate_latency(edge_batch_sizes, p.edge_batch_ms, 1) / 1e3)
-            * p.uses_edge_compute
-            for r, p in zip(self._rest_edge_out, plans, strict=True)
+        edge_b1_s = [
+            interpolate_latency(edge_batch_sizes, p.edge_batch_ms, 1) / 1e3 * p.uses_edge_compute
+            for p in all_plans
         ]
+        self._rest_cloud_out = [w_s + a_s for _ in all_plans]
+        self._rest_edge_out = [
+            (2 * w_s + p.cloud_s if p.uses_cloud else 0.0) + a_s for p in all_plans
+        ]
+        self._rest_edge_in = [r + e for r, e in zip(self._rest_edge_out, edge_b1_s, strict=True)]
         self._rest_device_out = [
-            (a_s + r) if p.offloads else 0.0 for r, p in zip(self._rest_edge_in, plans, strict=True)
+            (a_s + r) if p.offloads else 0.0
+            for r, p in zip(self._rest_edge_in, all_plans, strict=True)
         ]
         # accounting
         self.arrived = 0
@@ -363,7 +415,7 @@ class Simulator:
             self._finish_dropped(req, "infeasible")
             return req
         req.status = "in_flight"
-        self.env.process(self._serve(req, self.plans[plan_index]))
+        self.env.process(self._serve(req, self.resolve(req, self.plans[plan_index])))
         return req
 
     def drain(self) -> None:
@@ -638,16 +690,32 @@ class Simulator:
 
     # ------------------------------------------------------------------ outcomes
 
+    def resolve(self, req: Request, plan: Plan) -> Plan:
+        """The plan ``req`` actually runs: a threshold rule's plan for the exit its input
+        takes (from the measured confidences), else ``plan`` itself."""
+        if plan.threshold is None:
+            return plan
+        assert self.answers is not None  # a threshold rule needs measured answers (config)
+        key = (plan.variant, plan.threshold, plan.rule_exits)
+        taken = int(self.answers.exit_of[key][self.image_of[req.input_id]])
+        return self._resolved[plan.index][taken]
+
     def _is_correct(self, input_id: int, plan: Plan) -> bool:
         """Whether the plan's (variant, exit) answers input ``input_id`` correctly.
 
-        Each input has a latent difficulty u ~ U(0, 1), drawn once per episode for the whole
-        catalogue (the ``content`` stream); the answer is correct iff u < accuracy of the
-        (variant, exit). Correctness is thus a Bernoulli(accuracy) draw per input, the same
-        for repeated inputs (what a cached result reproduces) and nested across exits (an
-        input a weaker exit gets right, a stronger one also gets right; a simplifying
-        assumption).
+        With measured answers (``model.input_correctness: measured``), each input id stands
+        for a test image, drawn once per episode for the whole catalogue (the ``content``
+        stream), and gets that image's measured answer at the plan's (variant, exit): hard
+        images fail at early exits and in compressed variants. Otherwise each input has a
+        latent difficulty u ~ U(0, 1), drawn the same way, and the answer is correct iff
+        u < accuracy of the (variant, exit): a Bernoulli(accuracy) draw per input, nested across
+        exits (an input a weaker exit gets right, a stronger one also gets right; a
+        simplifying assumption). Either way a repeated input gets the same answer (what a
+        cached result reproduces).
         """
+        if self.answers is not None:
+            image = self.image_of[input_id]
+            return bool(self.answers.correct[(plan.variant, plan.exit_index)][image])
         return self.difficulty[input_id] < plan.accuracy
 
     def _finish_completed(self, req: Request) -> None:
@@ -722,6 +790,7 @@ class Simulator:
         and where later dispatches of other segments (or other devices) share the workers or
         the cache.
         """
+        plan = self.resolve(req, plan)
         net, dev = self.cfg.network, self.devices[req.device]
         now = self.env.now
         radio, radio_on = self.radio, dev.radio_on
