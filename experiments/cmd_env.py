@@ -10,25 +10,63 @@ from edgerl.experiments.cli import app, bench_app
 
 @app.command()
 def scenarios() -> None:
-    """List the shipped scenarios with a one-line description."""
+    """List the shipped scenarios: env ID, model, devices, measured headroom, description.
+
+    Headroom = (oracle - best fixed) / |best fixed| on the held-out traces, measured by
+    `edgerl bench headroom` (experiments/results/headroom.json).
+    """
     from edgerl.envs.config import list_scenarios, load_scenario
     from edgerl.envs.registration import scenario_env_id
+    from edgerl.experiments.headroom import headroom_of, load_headroom
     from rich.console import Console
     from rich.table import Table
 
+    measured = load_headroom()
     table = Table(title="edgerl scenarios (envs/scenarios/*.yaml)")
-    for col in ("scenario", "env id", "model / variants", "devices", "description"):
-        table.add_column(col)
-    for name in list_scenarios():
-        cfg = load_scenario(name)
+    for col in ("scenario", "env id", "model", "variants", "dev", "headroom"):
+        table.add_column(col, no_wrap=col in ("scenario", "env id"))
+    cfgs = {name: load_scenario(name) for name in list_scenarios()}
+    for name, cfg in cfgs.items():
         table.add_row(
             name,
             scenario_env_id(name),
-            f"{cfg.model.name} / {', '.join(cfg.model.variants)}",
+            cfg.model.name,
+            ",".join(cfg.model.variants),
             str(cfg.devices.count),
-            cfg.description,
+            headroom_of(name, measured),
         )
-    Console().print(table)
+    console = Console(width=max(100, Console().width))
+    console.print(table)
+    for name, cfg in cfgs.items():
+        console.print(f"[bold]{name}[/bold]: {cfg.description}")
+    console.print(
+        "headroom = (oracle - best fixed) / |best fixed| on held-out traces "
+        "(`edgerl bench headroom`)"
+    )
+
+
+@bench_app.command("headroom")
+def bench_headroom(
+    scenarios: str = typer.Option("", help="comma-separated (default: every shipped scenario)"),
+    eval_seeds: str = typer.Option("100,101,102", help="evaluation seeds, comma-separated"),
+    episodes: int = typer.Option(1, help="held-out episodes per evaluation seed"),
+    oracle_window_s: float = typer.Option(10.0, help="the oracle's window [s]"),
+    oracle_workers: int = typer.Option(1, help="the oracle's concurrent simulator forks"),
+    out: Path = typer.Option(None, help="JSON file (default experiments/results/headroom.json)"),
+) -> None:
+    """Headroom of each scenario before training: oracle vs best fixed on held-out traces."""
+    from edgerl.experiments.headroom import HEADROOM_FILE, HeadroomConfig, run_headroom
+
+    run_headroom(
+        HeadroomConfig(
+            scenarios=tuple(s for s in scenarios.split(",") if s),
+            eval_seeds=tuple(int(s) for s in eval_seeds.split(",") if s),
+            episodes=episodes,
+            oracle_window_s=oracle_window_s,
+            oracle_workers=oracle_workers,
+            out=out or HEADROOM_FILE,
+        )
+    )
 
 
 @bench_app.command("env")

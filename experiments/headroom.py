@@ -1,0 +1,131 @@
+"""Headroom of a scenario, measured before any training.
+
+Headroom = (U(oracle) - U(best fixed)) / |U(best fixed)|, on the scenario's *held-out*
+traces (evaluation seeds, the same workload for both), where U is the mean utility per
+request, the oracle is the hindsight windowed oracle (:mod:`edgerl.agents.oracle`) and the
+best fixed plan is found by exhaustive search on the *training* traces
+(:mod:`edgerl.agents.best_fixed`). It bounds what per-state adaptation can gain over the best
+configuration an operator would pick offline; the adaptation issue calls a scenario with
+headroom >= 15 % a headroom scenario.
+
+``edgerl bench headroom`` writes ``experiments/results/headroom.json`` (by default), which
+``edgerl scenarios`` reads to show each scenario's measured headroom.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgerl.agents.best_fixed import SearchConfig
+from edgerl.agents.rundir import scenario_fingerprint
+from edgerl.experiments import runinfo
+
+HEADROOM_FILE = Path(__file__).resolve().parent / "results" / "headroom.json"
+HEADROOM_KIND = "edgerl.headroom"
+TARGET_HEADROOM = 0.15
+
+
+@dataclass
+class HeadroomConfig:
+    scenarios: tuple[str, ...] = ()
+    eval_seeds: tuple[int, ...] = (100, 101, 102)
+    episodes: int = 1
+    oracle_window_s: float = 10.0
+    oracle_workers: int = 1
+    out: Path = HEADROOM_FILE
+    cache_dir: Path = Path("runs/headroom")
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+
+def measure_headroom(cfg: HeadroomConfig, scenario: str) -> dict[str, Any]:
+    """Best fixed and oracle on ``scenario``'s held-out traces; the headroom between them."""
+    from edgerl.experiments.evaluate import EvalConfig, run_evaluation
+
+    t0 = time.perf_counter()
+    doc, _ = run_evaluation(
+        EvalConfig(
+            scenario=scenario,
+            policies=("baseline:best-fixed", "baseline:oracle"),
+            seeds=cfg.eval_seeds,
+            episodes=cfg.episodes,
+            cache_dir=cfg.cache_dir,
+            search=cfg.search,
+            oracle_window_s=cfg.oracle_window_s,
+            oracle_workers=cfg.oracle_workers,
+        )
+    )
+    u = {k: float(v["metrics"]["utility_mean"]["mean"]) for k, v in doc["policies"].items()}
+    fixed, oracle = u["best-fixed"], u["oracle"]
+    headroom = (oracle - fixed) / abs(fixed) if fixed != 0 else None
+    model, _ = runinfo.resolve_scenario(scenario)
+    return {
+        "scenario": scenario,
+        "scenario_fingerprint": scenario_fingerprint(model.cfg),
+        "utility_best_fixed": fixed,
+        "utility_oracle": oracle,
+        "headroom": headroom,
+        "best_fixed_plan": doc["policies"]["best-fixed"]["description"].get("plan", {}).get("name"),
+        "oracle_wall_time_s": doc["policies"]["oracle"]["wall_time_s"],
+        "wall_time_s": time.perf_counter() - t0,
+        "metrics": {k: v["metrics"] for k, v in doc["policies"].items()},
+    }
+
+
+def run_headroom(cfg: HeadroomConfig) -> dict[str, Any]:
+    """Measure every scenario and merge the results into ``cfg.out`` (other entries kept)."""
+    from edgerl.envs.config import list_scenarios
+
+    names = cfg.scenarios or tuple(list_scenarios())
+    previous = load_headroom(cfg.out)
+    entries = dict(previous.get("scenarios", {}))
+    for name in names:
+        res = measure_headroom(cfg, name)
+        entries[name] = res
+        print(
+            f"{name}: best fixed {res['utility_best_fixed']:.4f}, oracle "
+            f"{res['utility_oracle']:.4f}, headroom "
+            + (f"{100 * res['headroom']:+.1f} %" if res["headroom"] is not None else "n/a")
+            + f" ({res['wall_time_s']:.0f} s)"
+        )
+    doc = {
+        "kind": HEADROOM_KIND,
+        "definition": __doc__,
+        "config": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in asdict(cfg).items()
+            if k not in ("out", "cache_dir")
+        },
+        "target": TARGET_HEADROOM,
+        "scenarios": entries,
+        "git_commit": runinfo.git_commit(),
+        "created": runinfo.now_iso(),
+    }
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    cfg.out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {cfg.out}")
+    return doc
+
+
+def load_headroom(path: Path = HEADROOM_FILE) -> dict[str, Any]:
+    """The measured headroom file, or an empty document if there is none (or it is unreadable)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) and doc.get("kind") == HEADROOM_KIND else {}
+
+
+def headroom_of(scenario: str, doc: dict[str, Any]) -> str:
+    """The table cell for ``scenario``: its headroom, or why there is none."""
+    entry = doc.get("scenarios", {}).get(scenario)
+    if entry is None:
+        return "not measured"
+    model, _ = runinfo.resolve_scenario(scenario)
+    if entry.get("scenario_fingerprint") != scenario_fingerprint(model.cfg):
+        return "stale (scenario changed)"
+    h = entry.get("headroom")
+    return "n/a" if h is None else f"{100 * h:+.1f} %"
