@@ -135,6 +135,27 @@ def train(
     )
 
 
+@app.command()
+def curves(
+    group: list[str] = typer.Option(
+        ..., help="LABEL=RUN_DIR,RUN_DIR,... (repeat): runs averaged under one label"
+    ),
+    out: Path = typer.Option(Path("learning_curves.png"), help="PNG file"),
+    title: str = typer.Option("", help="plot title"),
+) -> None:
+    """Plot held-out learning curves of run directories, grouped (mean, min-max band)."""
+    from edgerl.experiments.curves import plot_learning_curves
+
+    groups: dict[str, list[str]] = {}
+    for g in group:
+        label, sep, dirs = g.partition("=")
+        if not sep or not label or not dirs:
+            raise typer.BadParameter(f"--group {g!r}: expected LABEL=RUN_DIR[,RUN_DIR...]")
+        groups[label] = [d for d in dirs.split(",") if d]
+    with _clear_errors():
+        print(f"wrote {plot_learning_curves(groups, out, title)}")
+
+
 # --------------------------------------------------------------------------- evaluate
 
 

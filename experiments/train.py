@@ -29,6 +29,7 @@ from edgerl.agents.rundir import (
 )
 from edgerl.envs.sim.build import ScenarioModel
 from edgerl.experiments import runinfo
+from edgerl.experiments.curves import plot_learning_curves
 
 DEFAULT_RUNS_DIR = Path("runs")
 
@@ -160,6 +161,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     wall_s = time.perf_counter() - t0
     model.save(str(run_dir / FINAL_MODEL))
     venv.close()
+    if eval_cb.rows:
+        plot_learning_curves(
+            {cfg.algo: [run_dir]},
+            run_dir / "learning_curve.png",
+            f"{scenario_label}, seed {cfg.seed}",
+        )
 
     # 5. run.json (written last)
     record = {
@@ -168,6 +175,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         "scenario": scenario_label,
         "scenario_name": scenario.cfg.name,
         "scenario_fingerprint": scenario_fingerprint(scenario.cfg),
+        "scenario_set": list(cfg.scenario_set),
         "algo": cfg.algo,
         "seed": cfg.seed,
         "timesteps": timesteps,
