@@ -39,25 +39,58 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class BandwidthConfig:
-    """A link's bandwidth: a constant, or a family of real traces.
+    """A link's bandwidth: a constant, a shipped trace family, or the user's own trace files.
 
-    Exactly one of ``constant_mbps`` and ``trace_family`` is set. With traces, each device
-    draws one trace of the episode's split (training or held-out evaluation, chosen by the
-    environment) and a random start offset.
+    Exactly one of ``constant_mbps``, ``trace_family`` and ``trace_files`` is set. With
+    traces, each device draws one trace of the episode's split (training or held-out
+    evaluation, chosen by the environment) and a random start offset.
+
+    Own traces: ``trace_files`` are paths (relative ones are relative to the scenario's
+    YAML file; a folder stands for every file in it, sorted); ``format`` is ``auto``
+    (detected), ``pensieve``, ``mahimahi``, ``csv`` (a header row with ``time_s`` and
+    ``column``, in ``unit``) or ``irish5g`` (``column``: ``DL_bitrate`` or ``UL_bitrate``).
+    ``eval_files`` are held out for evaluation; without them the last ``eval_share`` of every
+    trace's duration is (default 25 %; 1.0 = evaluation only).
     """
 
     constant_mbps: float | None = None
     trace_family: str | None = None
     direction: Literal["up", "down"] | None = None  # which traces of the family (None: all)
     scale: float = 1.0  # multiplies every trace sample (1.0 = the trace as measured)
+    trace_files: tuple[str, ...] = ()
+    format: Literal["auto", "pensieve", "mahimahi", "csv", "irish5g"] = "auto"
+    column: str | None = None
+    unit: Literal["mbps", "kbps", "bps"] = "mbps"
+    eval_files: tuple[str, ...] = ()
+    eval_share: float = 0.25
 
     def validate(self, where: str) -> None:
-        if (self.constant_mbps is None) == (self.trace_family is None):
-            raise ConfigError(f"{where}: set exactly one of 'constant_mbps' and 'trace_family'")
+        sources = [self.constant_mbps is not None, self.trace_family is not None]
+        sources.append(bool(self.trace_files))
+        if sum(sources) != 1:
+            raise ConfigError(
+                f"{where}: set exactly one of 'constant_mbps', 'trace_family' and 'trace_files'"
+            )
         if self.constant_mbps is not None and self.constant_mbps <= 0:
             raise ConfigError(f"{where}.constant_mbps: must be > 0, got {self.constant_mbps}")
         if self.scale <= 0:
             raise ConfigError(f"{where}.scale: must be > 0, got {self.scale}")
+        if not 0.0 < self.eval_share <= 1.0:
+            raise ConfigError(f"{where}.eval_share: must be in (0, 1], got {self.eval_share}")
+        for f in (*self.trace_files, *self.eval_files):
+            if not Path(f).exists():
+                raise ConfigError(f"{where}: trace file {f} does not exist")
+        stray = [f for f in self.eval_files if f not in self.files()]
+        if stray:
+            raise ConfigError(f"{where}.eval_files: {stray} are not among trace_files")
+
+    def files(self) -> list[str]:
+        """``trace_files`` with folders expanded to their files (sorted)."""
+        out: list[str] = []
+        for f in self.trace_files:
+            p = Path(f)
+            out += sorted(str(x) for x in p.iterdir() if x.is_file()) if p.is_dir() else [f]
+        return out
 
 
 @dataclass(frozen=True)
@@ -377,11 +410,42 @@ def decode_dataclass(cls: type[T], data: Any, where: str) -> T:
     return cls(**kwargs)
 
 
-def scenario_from_dict(data: Any, path: str = "<memory>") -> ScenarioConfig:
+def scenario_from_dict(
+    data: Any, path: str = "<memory>", base_dir: str | Path | None = None
+) -> ScenarioConfig:
+    """Decode and validate a scenario; relative file paths in it are relative to ``base_dir``
+    (the YAML file's folder; default: the current directory)."""
     cfg = decode_dataclass(ScenarioConfig, data, path)
     cfg = dataclasses.replace(cfg, path=path)
+    if base_dir is not None:
+        cfg = _resolve_paths(cfg, Path(base_dir))
     cfg.validate()
     return cfg
+
+
+def _resolve_paths(cfg: ScenarioConfig, base: Path) -> ScenarioConfig:
+    """Relative trace and arrival files -> paths relative to ``base`` (absolute)."""
+
+    def fix(f: str) -> str:
+        p = Path(f)
+        return str(p if p.is_absolute() else (base / p).resolve())
+
+    def link(bw: BandwidthConfig) -> BandwidthConfig:
+        return dataclasses.replace(
+            bw,
+            trace_files=tuple(fix(f) for f in bw.trace_files),
+            eval_files=tuple(fix(f) for f in bw.eval_files),
+        )
+
+    net = cfg.network
+    net = dataclasses.replace(
+        net, uplink=link(net.uplink), downlink=link(net.downlink), wan=link(net.wan)
+    )
+    arrival = cfg.workload.arrival
+    if arrival.trace_file is not None:
+        arrival = dataclasses.replace(arrival, trace_file=fix(arrival.trace_file))
+    workload = dataclasses.replace(cfg.workload, arrival=arrival)
+    return dataclasses.replace(cfg, network=net, workload=workload)
 
 
 def load_scenario(name_or_path: str | Path, overrides: Sequence[str] = ()) -> ScenarioConfig:
@@ -406,10 +470,10 @@ def load_scenario(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Sc
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{p}: cannot read scenario: {exc}") from exc
     if not overrides:
-        return scenario_from_dict(data, str(p))
+        return scenario_from_dict(data, str(p), p.parent)
     for item in overrides:
         _apply_override(data, item, str(p))
-    return scenario_from_dict(data, f"{p} with {' '.join(overrides)}")
+    return scenario_from_dict(data, f"{p} with {' '.join(overrides)}", p.parent)
 
 
 def _apply_override(data: Any, item: str, where: str) -> None:

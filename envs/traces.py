@@ -700,6 +700,155 @@ def _load_irish5g_cached(
     )
 
 
+# ----------------------------------------------------------------------------- user traces
+
+UserFormat = Literal["auto", "pensieve", "mahimahi", "csv", "irish5g"]
+Unit = Literal["mbps", "kbps", "bps"]
+UNIT_PER_MBPS: dict[str, float] = {"mbps": 1.0, "kbps": 1e3, "bps": 1e6}  # SI prefixes
+CSV_TIME_COLUMN = "time_s"
+
+
+def load_csv_trace(
+    path: str | Path,
+    *,
+    column: str,
+    unit: Unit = "mbps",
+    time_column: str = CSV_TIME_COLUMN,
+    family: str = "user",
+) -> BandwidthTrace:
+    """A comma-separated file with a header: ``time_column`` [s] and a bandwidth ``column``.
+
+    Times must strictly increase (shifted to start at 0); the last sample lasts the median
+    step. Values are converted from ``unit`` to Mbit/s.
+
+    Raises:
+        TraceError: naming file and line, for a missing column, a non-numeric, non-finite or
+            negative value, a time that does not increase, fewer than two samples or a trace
+            that is zero everywhere.
+    """
+    if unit not in UNIT_PER_MBPS:
+        raise TraceError(f"{path}: unit must be one of {sorted(UNIT_PER_MBPS)}, got {unit!r}")
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        for needed in (time_column, column):
+            if needed not in header:
+                raise TraceError(f"{path}:1: header has no column {needed!r} (has {header})")
+        times: list[float] = []
+        values: list[float] = []
+        for row in reader:
+            lineno = reader.line_num
+            try:
+                t_s, v = float(row[time_column]), float(row[column])
+            except (TypeError, ValueError):
+                raise TraceError(
+                    f"{path}:{lineno}: {time_column!r} or {column!r} is not a number"
+                ) from None
+            if not (math.isfinite(t_s) and math.isfinite(v)):
+                raise TraceError(f"{path}:{lineno}: non-finite value")
+            if v < 0.0:
+                raise TraceError(f"{path}:{lineno}: negative bandwidth {v} {unit}")
+            if times and t_s <= times[-1]:
+                raise TraceError(f"{path}:{lineno}: time {t_s} s does not increase")
+            times.append(t_s)
+            values.append(v / UNIT_PER_MBPS[unit])
+    if len(times) < 2:  # noqa: PLR2004
+        raise TraceError(f"{path}: fewer than two samples")
+    if not any(v > 0 for v in values):
+        raise TraceError(f"{path}: {column} is zero everywhere")
+    rel = np.asarray(times) - times[0]
+    return BandwidthTrace(
+        name=f"{Path(path).name}:{column}",
+        family=family,
+        times_s=rel,
+        mbps=np.asarray(values),
+        duration_s=float(rel[-1]) + _last_step_s(times),
+        source=str(path),
+    )
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess a trace file's format from its first non-empty line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = next((ln.strip() for ln in f if ln.strip()), "")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TraceError(f"{path}: cannot read: {exc}") from None
+    if not first:
+        raise TraceError(f"{path}: empty file")
+    if "DL_bitrate" in first and "Timestamp" in first:
+        return "irish5g"
+    if "," in first:
+        return "csv"
+    parts = first.split()
+    if len(parts) == 1 and parts[0].isdigit():
+        return "mahimahi"
+    if len(parts) == 2:  # noqa: PLR2004 (time_s throughput_Mbps)
+        return "pensieve"
+    raise TraceError(
+        f"{path}:1: cannot tell the format from {first[:60]!r}; give format: pensieve | "
+        "mahimahi | csv | irish5g"
+    )
+
+
+def load_user_trace(
+    path: str | Path, fmt: str = "auto", column: str | None = None, unit: Unit = "mbps"
+) -> BandwidthTrace:
+    """Load one of a user's trace files in any supported format (``auto``: detected)."""
+    kind = detect_format(path) if fmt == "auto" else fmt
+    if kind == "pensieve":
+        return load_pensieve_trace(path, family="user")
+    if kind == "mahimahi":
+        return load_mahimahi_trace(path, family="user")
+    if kind == "irish5g":
+        return load_irish5g_csv(path, column=column or "DL_bitrate", family="user")
+    if kind == "csv":
+        if column is None:
+            raise TraceError(f"{path}: a csv trace needs column: <the bandwidth column>")
+        return load_csv_trace(path, column=column, unit=unit)
+    raise TraceError(f"{path}: unknown format {kind!r}")
+
+
+def user_trace_set(
+    files: Sequence[str | Path],
+    split: Split,
+    *,
+    fmt: str = "auto",
+    column: str | None = None,
+    unit: Unit = "mbps",
+    eval_files: Sequence[str | Path] = (),
+    eval_share: float = 0.25,
+) -> list[BandwidthTrace]:
+    """A user's traces for one split.
+
+    With ``eval_files``, those files are held out for evaluation and the others train.
+    Without, every file is split in time: the last ``eval_share`` of its duration is held out
+    and the rest trains (``eval_share`` 1.0 holds everything out: evaluation only).
+
+    Raises:
+        TraceError: a malformed file (naming it and the line), or an empty split.
+    """
+    held = {str(Path(f)) for f in eval_files}
+    out: list[BandwidthTrace] = []
+    for f in files:
+        tr = load_user_trace(f, fmt, column, unit)
+        if held:
+            if (str(Path(f)) in held) == (split == "eval"):
+                out.append(tr)
+            continue
+        cut = tr.duration_s * (1.0 - eval_share)
+        if split == "train" and cut > 0:
+            out.append(tr.window(0.0, cut))
+        elif split == "eval" and cut < tr.duration_s:
+            out.append(tr.window(cut, tr.duration_s))
+    if not out:
+        raise TraceError(
+            f"no {split} traces among {len(files)} file(s) "
+            + (f"with eval_files {sorted(held)}" if held else f"with eval_share {eval_share}")
+        )
+    return out
+
+
 # ----------------------------------------------------------------------------- split manifest
 
 

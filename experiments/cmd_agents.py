@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -57,6 +58,24 @@ def _policy_specs(values: Sequence[str]) -> tuple[str, ...]:
         expand = [f"baseline:{b}" for b in list_baselines(include_expensive=False)]
         out += expand if v == ALL_BASELINES else [v]
     return tuple(out)
+
+
+def _trace_overrides(
+    files: Sequence[Path], fmt: str, column: str | None, unit: str
+) -> tuple[str, ...]:
+    """``--uplink-traces``: a scenario override that puts these files (all held out for
+    evaluation) on every device's uplink."""
+    if not files:
+        return ()
+    link: dict[str, Any] = {
+        "trace_files": [str(f.resolve()) for f in files],
+        "format": fmt,
+        "unit": unit,
+        "eval_share": 1.0,
+    }
+    if column:
+        link["column"] = column
+    return (f"network.uplink={json.dumps(link)}",)
 
 
 def _seeds(values: Sequence[str]) -> tuple[int, ...]:
@@ -165,6 +184,16 @@ def evaluate(
     scenario_set: list[str] = typer.Option(
         [], "--set", help="scenario override dotted.key=value (repeat), e.g. reward.credit=finish"
     ),
+    uplink_traces: list[Path] = typer.Option(
+        [],
+        "--uplink-traces",
+        help="evaluate on these uplink trace files (repeat; all held out), not the scenario's",
+    ),
+    trace_format: str = typer.Option(
+        "auto", help="--uplink-traces format: auto | pensieve | mahimahi | csv | irish5g"
+    ),
+    trace_column: str = typer.Option(None, help="--uplink-traces csv/irish5g column"),
+    trace_unit: str = typer.Option("mbps", help="--uplink-traces csv unit: mbps | kbps | bps"),
     policy: list[str] = typer.Option(..., help="RUN_DIR | baseline:NAME | planner:DIR (repeat)"),
     episodes: int = typer.Option(3, help="episodes per seed"),
     seed: list[str] = typer.Option(["0"], help="evaluation seed(s) (repeat or comma-separate)"),
@@ -190,7 +219,8 @@ def evaluate(
     with _clear_errors():
         cfg = EvalConfig(
             scenario=scenario,
-            scenario_set=tuple(scenario_set),
+            scenario_set=tuple(scenario_set)
+            + _trace_overrides(uplink_traces, trace_format, trace_column, trace_unit),
             policies=_policy_specs(policy),
             seeds=_seeds(seed),
             episodes=episodes,
@@ -215,6 +245,16 @@ def compare(
     scenario_set: list[str] = typer.Option(
         [], "--set", help="scenario override dotted.key=value (repeat), e.g. reward.credit=finish"
     ),
+    uplink_traces: list[Path] = typer.Option(
+        [],
+        "--uplink-traces",
+        help="evaluate on these uplink trace files (repeat; all held out), not the scenario's",
+    ),
+    trace_format: str = typer.Option(
+        "auto", help="--uplink-traces format: auto | pensieve | mahimahi | csv | irish5g"
+    ),
+    trace_column: str = typer.Option(None, help="--uplink-traces csv/irish5g column"),
+    trace_unit: str = typer.Option("mbps", help="--uplink-traces csv unit: mbps | kbps | bps"),
     policies: list[str] = typer.Option(
         [ALL_BASELINES],
         help=f"comma-separated RUN_DIR | baseline:NAME | planner:DIR; '{ALL_BASELINES}' = all "
@@ -247,7 +287,8 @@ def compare(
         res = run_compare(
             CompareConfig(
                 scenario=scenario,
-                scenario_set=tuple(scenario_set),
+                scenario_set=tuple(scenario_set)
+                + _trace_overrides(uplink_traces, trace_format, trace_column, trace_unit),
                 policies=_policy_specs(policies),
                 seeds=_seeds(seeds),
                 episodes=episodes,

@@ -91,9 +91,61 @@ def bench_env(
     print(f"wrote {write_json(r, out)}")
 
 
-@app.command()
-def traces() -> None:
-    """Summarise the shipped bandwidth traces per family, split and direction."""
-    from edgerl.envs.traces import trace_summary
+NAME_WIDTH = 40  # characters of a file name in `edgerl traces check` (a 100-column row)
 
-    print(trace_summary())
+traces_app = typer.Typer(
+    help="Bandwidth traces: the shipped families (no subcommand) or `check` your own files.",
+    invoke_without_command=True,
+)
+app.add_typer(traces_app, name="traces")
+
+
+@traces_app.callback()
+def traces(ctx: typer.Context) -> None:
+    """Summarise the shipped bandwidth traces per family, split and direction."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from edgerl.envs.traces import TraceError, trace_summary
+
+    try:
+        print(trace_summary())
+    except TraceError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+@traces_app.command("check")
+def traces_check(
+    files: list[Path] = typer.Argument(..., help="trace files (or folders of them)"),
+    fmt: str = typer.Option("auto", "--format", help="auto | pensieve | mahimahi | csv | irish5g"),
+    column: str = typer.Option(None, help="csv / irish5g: the bandwidth column"),
+    unit: str = typer.Option("mbps", help="csv: mbps | kbps | bps"),
+) -> None:
+    """Validate trace files and summarise them (format, duration, Mbit/s statistics)."""
+    from edgerl.envs.traces import (
+        TraceError,
+        detect_format,
+        load_user_trace,
+        time_weighted_quantile,
+    )
+
+    paths = [x for f in files for x in (sorted(f.iterdir()) if f.is_dir() else [f])]
+    bad = 0
+    print(f"{'file':40} {'format':9} {'dur s':>8} {'mean':>7} {'median':>7} {'p10':>7} {'p90':>7}")
+    for p in paths:
+        try:
+            kind = detect_format(p) if fmt == "auto" else fmt
+            tr = load_user_trace(p, kind, column, unit)
+        except (TraceError, OSError) as exc:
+            bad += 1
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            continue
+        q = [time_weighted_quantile([tr], x) for x in (0.5, 0.1, 0.9)]
+        name = p.name if len(p.name) <= NAME_WIDTH else "..." + p.name[3 - NAME_WIDTH :]
+        print(
+            f"{name:40} {kind:9} {tr.duration_s:8.1f} {tr.mean_mbps_period():7.2f} "
+            f"{q[0]:7.2f} {q[1]:7.2f} {q[2]:7.2f}"
+        )
+    print(f"{len(paths) - bad} of {len(paths)} file(s) valid (Mbit/s, time-weighted)")
+    if bad:
+        raise typer.Exit(2)

@@ -98,13 +98,25 @@ def _sources(
 ) -> list[BandwidthSource]:
     if bw.constant_mbps is not None:
         return [ConstantBandwidth(bw.constant_mbps * bw.scale) for _ in range(n)]
-    from edgerl.envs.traces import load_trace_set  # numpy-only module
+    from edgerl.envs.traces import load_trace_set, user_trace_set  # numpy-only module
 
-    assert bw.trace_family is not None
     try:
-        traces = load_trace_set(bw.trace_family, split, direction=bw.direction)
+        if bw.trace_files:
+            traces = user_trace_set(
+                bw.files(),
+                split,
+                fmt=bw.format,
+                column=bw.column,
+                unit=bw.unit,
+                eval_files=bw.eval_files,
+                eval_share=bw.eval_share,
+            )
+        else:
+            assert bw.trace_family is not None
+            traces = load_trace_set(bw.trace_family, split, direction=bw.direction)
     except (KeyError, ValueError) as exc:
-        raise ConfigError(f"bandwidth trace_family {bw.trace_family!r}: {exc}") from exc
+        what = f"trace_family {bw.trace_family!r}" if bw.trace_family else "trace_files"
+        raise ConfigError(f"bandwidth {what}: {exc}") from exc
     out: list[BandwidthSource] = []
     for _ in range(n):
         tr = traces[int(rng.integers(len(traces)))]
