@@ -200,6 +200,10 @@ class ModelConfig:
     # each input id stands for a test image of the model's shipped accuracy table
     # (profiles/data/<model>/accuracy.npz) and gets that image's measured answer.
     input_correctness: Literal["latent", "measured"] = "latent"
+    # A folder of the user's own profiles (<model>/<variant>/<hardware>.json, as written by
+    # `edgerl profile`), relative to the scenario's YAML; profiles found there are used, the
+    # others come from the shipped profiles/data.
+    profiles_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -296,6 +300,8 @@ class ScenarioConfig:
             raise ConfigError(f"{w}: workload.zipf_s must be >= 0")
         if not self.model.variants:
             raise ConfigError(f"{w}: model.variants must list at least one variant")
+        if self.model.profiles_dir is not None and not Path(self.model.profiles_dir).is_dir():
+            raise ConfigError(f"{w}: model.profiles_dir {self.model.profiles_dir} is no folder")
         for v, acc in self.model.accuracy.items():
             if v not in self.model.variants:
                 raise ConfigError(f"{w}: model.accuracy.{v}: not one of model.variants")
@@ -445,7 +451,10 @@ def _resolve_paths(cfg: ScenarioConfig, base: Path) -> ScenarioConfig:
     if arrival.trace_file is not None:
         arrival = dataclasses.replace(arrival, trace_file=fix(arrival.trace_file))
     workload = dataclasses.replace(cfg.workload, arrival=arrival)
-    return dataclasses.replace(cfg, network=net, workload=workload)
+    model = cfg.model
+    if model.profiles_dir is not None:
+        model = dataclasses.replace(model, profiles_dir=fix(model.profiles_dir))
+    return dataclasses.replace(cfg, network=net, workload=workload, model=model)
 
 
 def load_scenario(name_or_path: str | Path, overrides: Sequence[str] = ()) -> ScenarioConfig:
@@ -468,7 +477,8 @@ def load_scenario(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Sc
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{p}: cannot read scenario: {exc}") from exc
+        one_line = " ".join(str(exc).split())
+        raise ConfigError(f"{p}: cannot read scenario: {one_line}") from exc
     if not overrides:
         return scenario_from_dict(data, str(p), p.parent)
     for item in overrides:

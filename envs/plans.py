@@ -27,11 +27,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from edgerl.envs.config import ConfigError, ScenarioConfig
 from edgerl.profiles import LayerProfile, find_profile, interpolate_latency
-from edgerl.profiles.accuracy import AccuracyTable, load_accuracy_table
+from edgerl.profiles.accuracy import AccuracyTable, accuracy_table_path, load_accuracy_table
+from edgerl.profiles.schema import profile_path
 
 CACHE_POLICIES = ("none", "lru", "lfu", "cost")
 MB = 1e6  # bytes per megabyte (SI), the unit of the *_mb config keys
@@ -122,13 +124,27 @@ class ModelProfiles:
 
     @classmethod
     def load(cls, cfg: ScenarioConfig) -> ModelProfiles:
+        """The scenario's profiles: from its ``model.profiles_dir`` where present, else the
+        shipped ones (``profiles/data``); likewise the accuracy table."""
         m = cfg.model
+        own = Path(m.profiles_dir) if m.profiles_dir is not None else None
+
+        def find(variant: str, hardware: str) -> LayerProfile:
+            if own is not None and profile_path(m.name, variant, hardware, own).is_file():
+                return find_profile(m.name, variant, hardware, own)
+            return find_profile(m.name, variant, hardware)
+
+        def table() -> AccuracyTable:
+            if own is not None and accuracy_table_path(m.name, own).is_file():
+                return load_accuracy_table(m.name, own)
+            return load_accuracy_table(m.name)
+
         try:
             out = cls(
-                device={v: find_profile(m.name, v, cfg.devices.hardware) for v in m.variants},
-                edge={v: find_profile(m.name, v, cfg.edge.hardware) for v in m.variants},
-                cloud={v: find_profile(m.name, v, cfg.cloud.hardware) for v in m.variants},
-                table=load_accuracy_table(m.name) if m.input_correctness == "measured" else None,
+                device={v: find(v, cfg.devices.hardware) for v in m.variants},
+                edge={v: find(v, cfg.edge.hardware) for v in m.variants},
+                cloud={v: find(v, cfg.cloud.hardware) for v in m.variants},
+                table=table() if m.input_correctness == "measured" else None,
             )
         except ValueError as exc:
             raise ConfigError(f"{cfg.path}: {exc}") from exc

@@ -7,14 +7,53 @@ from pathlib import Path
 import typer
 from edgerl.experiments.cli import app, bench_app
 
+scenarios_app = typer.Typer(
+    help="The shipped scenarios (no subcommand) or `check` your own scenario file.",
+    invoke_without_command=True,
+)
+app.add_typer(scenarios_app, name="scenarios")
 
-@app.command()
-def scenarios() -> None:
+
+@scenarios_app.command("check")
+def scenarios_check(
+    files: list[Path] = typer.Argument(..., help="scenario YAML files"),
+) -> None:
+    """Validate scenario files: schema, profiles, plan catalogue, traces of both splits."""
+    import numpy as np
+    from edgerl.envs.config import ConfigError, load_scenario
+    from edgerl.envs.sim.build import ScenarioModel, build_simulator
+    from edgerl.profiles import ProfileError
+
+    bad = 0
+    for f in files:
+        try:
+            cfg = load_scenario(f)
+            model = ScenarioModel.from_config(cfg)
+            for split in ("train", "eval"):
+                build_simulator(model, 0, split)  # loads the links' traces of that split
+        except (ConfigError, ProfileError, OSError) as exc:
+            bad += 1
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            continue
+        n_ok = int(np.count_nonzero(model.static_mask))
+        print(
+            f"{f}: ok: scenario {cfg.name!r}, model {cfg.model.name} "
+            f"({', '.join(cfg.model.variants)}), {len(model.plans)} plans "
+            f"({n_ok} fit memory), {cfg.devices.count} device(s), horizon {cfg.horizon_s:g} s"
+        )
+    if bad:
+        raise typer.Exit(2)
+
+
+@scenarios_app.callback()
+def scenarios(ctx: typer.Context) -> None:
     """List the shipped scenarios: env ID, model, devices, measured headroom, description.
 
     Headroom = (oracle - best fixed) / |best fixed| on the held-out traces, measured by
     `edgerl bench headroom` (experiments/results/headroom.json).
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from edgerl.envs.config import list_scenarios, load_scenario
     from edgerl.envs.registration import scenario_env_id
     from edgerl.experiments.headroom import headroom_of, load_headroom
