@@ -128,3 +128,30 @@ def test_evaluate_on_the_users_uplink_traces(tmp_path):
     assert "mine.log" in doc["scenario"]
     # 150 kB raw uploads at 0.5 Mbit/s take 2.4 s: far slower than on the scenario's 20 Mbit/s
     assert doc["policies"]["edge-only"]["metrics"]["latency_p50_ms"]["mean"] > 2000
+
+
+def test_scenario_with_its_own_profiles_folder(tmp_path):
+    """A device profile in the user's folder (a copy of a shipped one under a new hardware
+    name), named by model.profiles_dir relative to the YAML; `scenarios check` accepts it."""
+    from edgerl.profiles import find_profile
+
+    shipped = find_profile("alexnet_me", "fp32", "cpu-epyc-1t")
+    doc = json.loads(Path(shipped.path).read_text())
+    doc["hardware"]["name"] = "my-board"
+    folder = tmp_path / "study" / "profiles" / "alexnet_me" / "fp32"
+    folder.mkdir(parents=True)
+    (folder / "my-board.json").write_text(json.dumps(doc))
+    data = yaml.safe_load(_toy_yaml().read_text())
+    data["devices"]["hardware"] = "my-board"
+    data["model"]["profiles_dir"] = "profiles"
+    scen = tmp_path / "study" / "study.yaml"
+    scen.write_text(yaml.safe_dump(data))
+    model = ScenarioModel.from_config(load_scenario(scen))
+    assert model.profiles.device["fp32"].path.startswith(str(tmp_path))
+    assert model.profiles.edge["fp32"].hardware.name == "cpu-epyc-2t"  # shipped
+    res = CliRunner().invoke(app, ["scenarios", "check", str(scen)])
+    assert res.exit_code == 0 and "ok: scenario" in res.output
+    data["devices"]["hardware"] = "nobody-has-this"
+    scen.write_text(yaml.safe_dump(data))
+    res = CliRunner().invoke(app, ["scenarios", "check", str(scen)])
+    assert res.exit_code == 2 and "nobody-has-this" in res.output
