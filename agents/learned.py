@@ -51,6 +51,10 @@ def load_model(path: str | Path, algo: str) -> Any:
         ) from exc
 
 
+class PolicyMismatchError(ValueError):
+    """A trained policy does not fit the scenario's observation or action space."""
+
+
 class SB3Policy(BasePolicy):
     """A trained SB3 model as a :class:`~edgerl.agents.base.Policy` (masks at prediction)."""
 
@@ -64,15 +68,24 @@ class SB3Policy(BasePolicy):
         self._seed = seed
         self._rng = np.random.default_rng(seed)
         self.source = ""
+        self.trained_on = ""  # the scenario of the run it came from, if known
 
     def bind(self, env: Any) -> None:
         super().bind(env)
+        self.check_fits(env)
+
+    def check_fits(self, env: Any) -> None:
+        """Raise :class:`PolicyMismatchError` unless the env has the model's spaces."""
         n_obs = self.model.observation_space.shape
         if n_obs != env.observation_space.shape or self.model.action_space.n != env.action_space.n:
-            raise ValueError(
-                f"policy {self.name!r} was trained on observations {n_obs} and "
-                f"{self.model.action_space.n} plans; this env has "
-                f"{env.observation_space.shape} and {env.action_space.n}"
+            inner = getattr(env, "unwrapped", env)
+            here = getattr(getattr(inner, "cfg", None), "name", "this scenario")
+            trained = f" on scenario {self.trained_on!r}" if self.trained_on else ""
+            raise PolicyMismatchError(
+                f"policy {self.name!r} was trained{trained} with {n_obs[0]} observation "
+                f"features and {self.model.action_space.n} plans; {here!r} has "
+                f"{env.observation_space.shape[0]} and {env.action_space.n}: evaluate it on "
+                "the scenario it was trained on (its run directory's scenario.yaml)"
             )
 
     def reset(self, seed: int | None = None) -> None:
@@ -130,4 +143,5 @@ def load_run_policy(
     path = info.model_path(which)
     pol = SB3Policy(load_model(path, info.algo), info.algo, name=name or f"{info.algo}")
     pol.source = str(path)
+    pol.trained_on = info.scenario
     return pol

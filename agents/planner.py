@@ -48,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -86,6 +87,11 @@ _ORT_TYPES = {"float32": "tensor(float)", "bool": "tensor(bool)", "int64": "tens
 
 class PlannerError(ValueError):
     """An exported planner is missing, corrupt, inconsistent, or was given invalid input."""
+
+
+class StateOutOfRangeWarning(UserWarning):
+    """A state given to :meth:`Planner.plan` lies outside the features' training range (the
+    plan is still returned; the policy never saw such a state while training)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +148,17 @@ _PLAN_TYPES: dict[str, type] = {
     "raw_input_leaves_device": bool,
 }
 _RULE_KEYS = ("exit_threshold", "rule_exits")  # checked by _plan_from_json (nullable / list)
+
+
+def _first_difference(env: list[Any], ours: list[Any], what: str) -> str:
+    """Where two lists first differ, in words (the environment's vs the planner's)."""
+    if len(env) != len(ours):
+        extra = (
+            f" (first extra: {(env if len(env) > len(ours) else ours)[min(len(env), len(ours))]})"
+        )
+        return f"the environment has {len(env)} entries, the planner {len(ours)}{extra}"
+    i = next(k for k, (a, b) in enumerate(zip(env, ours, strict=True)) if a != b)
+    return f"{what} {i} is {env[i]} in the environment and {ours[i]} in the planner"
 
 
 def spec_digest(spec: Mapping[str, Any]) -> str:
@@ -238,6 +255,10 @@ class Planner:
         self._session = session
         self._inv_scales = 1.0 / feature_scales(features)  # what the env multiplies by
         self._names = tuple(f.name for f in features)
+        rng = spec["observation"]["training_range"]
+        self._low = np.asarray(rng["low"], dtype=np.float64)
+        self._high = np.asarray(rng["high"], dtype=np.float64)
+        self.out_of_range = 0  # plan() calls whose state left the training range
         run_id = spec.get("training", {}).get("run_id", directory.name)
         self.name = f"planner:{run_id}"
         n_feat, n_act = len(features), len(plans)
@@ -279,7 +300,13 @@ class Planner:
         spec_path, onnx_path = d / SPEC_FILE, d / POLICY_FILE
         for p in (spec_path, onnx_path):
             if not p.is_file():
-                raise PlannerError(f"{d}: not an exported planner ({p.name} is missing)")
+                hint = ""
+                if (d / "run.json").is_file():
+                    hint = (
+                        "; it is a training run directory: evaluate it as --policy "
+                        f"{d}, or export it first (edgerl export {d} --out {d / 'planner'})"
+                    )
+                raise PlannerError(f"{d}: not an exported planner ({p.name} is missing){hint}")
         where = str(spec_path)
         try:
             spec = json.loads(spec_path.read_text(encoding="utf-8"))
@@ -348,6 +375,19 @@ class Planner:
                 f"{where}: observation.clip is {clip}, this edgerl normalises with OBS_CLIP = "
                 f"{OBS_CLIP}; the planner would build different observations"
             )
+        rng = _require(obs, "training_range", dict, f"{where}: observation")
+        for key in ("low", "high"):
+            vals = rng.get(key)
+            if not (
+                isinstance(vals, list)
+                and len(vals) == len(features)
+                and all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals)
+            ):
+                raise PlannerError(
+                    f"{where}: observation.training_range.{key} must be {len(features)} numbers"
+                )
+        if any(lo > hi for lo, hi in zip(rng["low"], rng["high"], strict=True)):
+            raise PlannerError(f"{where}: observation.training_range: a low exceeds its high")
         actions = _require(spec, "actions", list, where)
         plans = tuple(_plan_from_json(a, i, where) for i, a in enumerate(actions))
         if not plans:
@@ -397,7 +437,7 @@ class Planner:
                 isfinite = math.isfinite
                 for v in values:
                     t = type(v)
-                    if (t is not float and t is not int) or not isfinite(v):
+                    if (t is not float and t is not int) or not isfinite(v) or v < 0:
                         break
                 else:
                     raw = self._raw
@@ -428,9 +468,30 @@ class Planner:
             ObservationError: a field is missing, unexpected, not a number (bools and strings
                 are rejected), or not finite; the message names it.
         """
-        self._obs[0] = normalise(self._raw_state(state), self._inv_scales)
+        raw = self._raw_state(state)
+        if (raw < self._low).any() or (raw > self._high).any():
+            self._warn_out_of_range(raw)
+        self._obs[0] = normalise(raw, self._inv_scales)
         self._session.run_with_iobinding(self._binding)
         return self.plans[int(self._action[0])]
+
+    def _warn_out_of_range(self, raw: np.ndarray) -> None:
+        """Count every out-of-range state; warn on the first (with the fields and ranges)."""
+        self.out_of_range += 1
+        if self.out_of_range > 1:
+            return
+        out = [
+            f"{n}={v:g} (trained on [{lo:g}, {hi:g}])"
+            for n, v, lo, hi in zip(self._names, raw, self._low, self._high, strict=True)
+            if not lo <= v <= hi
+        ]
+        warnings.warn(
+            StateOutOfRangeWarning(
+                f"{self.directory}: state outside the policy's training range: "
+                f"{', '.join(out)} (further ones are counted in Planner.out_of_range)"
+            ),
+            stacklevel=3,
+        )
 
     def predict(
         self,
@@ -493,18 +554,19 @@ class Planner:
         """
         inner = getattr(env, "unwrapped", env)
         env_feats = list(getattr(inner, "features", []))
-        if [(f.name, f.unit, f.scale) for f in env_feats] != [
-            (f.name, f.unit, f.scale) for f in self.features
-        ]:
+        ours = [(f.name, f.unit, f.scale) for f in self.features]
+        theirs = [(f.name, f.unit, f.scale) for f in env_feats]
+        if theirs != ours:
             raise PlannerError(
                 f"{self.directory}: the environment's observation spec differs from the "
-                f"planner's ({[f.name for f in env_feats]} vs {list(self._names)})"
+                f"planner's: {_first_difference(theirs, ours, 'feature (name, unit, scale)')}"
             )
         env_plans = [p.describe() for p in getattr(inner, "plans", ())]
-        if env_plans != [p.to_dict() for p in self.plans]:
+        our_plans = [p.to_dict() for p in self.plans]
+        if env_plans != our_plans:
             raise PlannerError(
                 f"{self.directory}: the environment's plan catalogue differs from the planner's "
-                f"decoding table ({len(env_plans)} vs {len(self.plans)} plans)"
+                f"decoding table: {_first_difference(env_plans, our_plans, 'plan')}"
             )
 
     def reset(self, seed: int | None = None) -> None:

@@ -198,3 +198,25 @@ class HeldOutEvalCallback(BaseCallback):
         if self.timed_env is not None:
             self.logger.record("time/env_time_s", self.timed_env.env_time_s)
         self.eval_time_s += time.perf_counter() - t0
+
+
+class ClampedProgressBar:
+    """SB3's rich/tqdm progress bar, but never past its total.
+
+    SB3 counts steps in whole rollouts (``n_envs * n_steps``), so a run of 200,000 steps
+    ends at 200,704 and SB3's own bar overshoots its total; this one stops at the total.
+    Built lazily (``make()``) so that this module does not import tqdm at import time.
+    """
+
+    @staticmethod
+    def make() -> Any:
+        from stable_baselines3.common.callbacks import ProgressBarCallback
+
+        class _Clamped(ProgressBarCallback):
+            def _on_step(self) -> bool:
+                left = self.pbar.total - self.pbar.n
+                if left > 0:
+                    self.pbar.update(min(self.training_env.num_envs, left))
+                return True
+
+        return _Clamped()

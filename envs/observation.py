@@ -180,6 +180,8 @@ def raw_from_mapping(features: Sequence[Feature], state: Mapping[str, Any]) -> n
             raise ObservationError(f"state field {n!r}: expected a number, got {v!r}")
         if not np.isfinite(v):
             raise ObservationError(f"state field {n!r}: must be finite, got {v!r}")
+        if v < 0:  # every feature is a rate, size, time, count, fraction or indicator
+            raise ObservationError(f"state field {n!r}: must be >= 0, got {v!r}")
         raw[i] = v
     return raw
 

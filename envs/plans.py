@@ -381,6 +381,12 @@ def build_catalogue(cfg: ScenarioConfig, profiles: ModelProfiles) -> list[Plan]:
                     f"{cfg.path}: action_menu.batch_sizes: {b} exceeds the largest profiled "
                     f"batch size {max_batch} of {edge.path}"
                 )
+        bad = [c for c in menu.cut_units if not 0 <= c <= n_total]
+        if bad:
+            raise ConfigError(
+                f"{cfg.path}: action_menu.cut_units: {bad} out of range for {cfg.model.name}, "
+                f"which has {n_total} units (cuts 0..{n_total})"
+            )
         exits = _resolve_exits(menu.exits, len(dev.exits), cfg.path)
         accs = exit_accuracies(cfg, dev, exits)
         for e in exits:

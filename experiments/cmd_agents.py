@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,35 +14,18 @@ from edgerl.experiments.cli import app, bench_app
 
 #: Token of --policies that expands to every baseline.
 ALL_BASELINES = "baselines"
+#: The baseline names for --help (kept equal to edgerl.agents.baselines.list_baselines() by
+#: tests/test_first_hour.py; not imported here so that `edgerl --help` stays fast).
+BASELINE_NAMES = (
+    "device-only, edge-only, cloud-only, random, neurosurgeon, neurosurgeon-energy, edgent, "
+    "edgent-fp32, edgent-dynamic, composite, best-fixed, clairvoyant, oracle"
+)
 
 
-@contextmanager
-def _clear_errors() -> Iterator[None]:
-    """Known user errors -> one red line and exit code 2 (no traceback)."""
-    from edgerl.agents.baselines import UnknownBaselineError
-    from edgerl.agents.hyperparams import HyperparamError
-    from edgerl.agents.rundir import RunDirError
-    from edgerl.envs.config import ConfigError
-    from edgerl.experiments.evaluate import PolicySpecError
-    from edgerl.experiments.train import RunExistsError
-    from edgerl.profiles import ProfileError
+def _clear_errors() -> Any:
+    from edgerl.experiments.errors import clear_errors
 
-    known = (
-        ConfigError,
-        RunDirError,
-        UnknownBaselineError,
-        PolicySpecError,
-        HyperparamError,
-        RunExistsError,
-        ProfileError,
-    )
-    try:
-        yield
-    except known as exc:
-        from rich.console import Console
-
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    return clear_errors()
 
 
 def _split(values: Sequence[str]) -> list[str]:
@@ -194,9 +176,17 @@ def evaluate(
     ),
     trace_column: str = typer.Option(None, help="--uplink-traces csv/irish5g column"),
     trace_unit: str = typer.Option("mbps", help="--uplink-traces csv unit: mbps | kbps | bps"),
-    policy: list[str] = typer.Option(..., help="RUN_DIR | baseline:NAME | planner:DIR (repeat)"),
+    policy: list[str] = typer.Option(
+        ...,
+        "--policy",
+        "--policies",
+        help="RUN_DIR | baseline:NAME | planner:DIR (repeat or comma-separate); "
+        f"'{ALL_BASELINES}' = all but the oracle. Baselines: {BASELINE_NAMES}",
+    ),
     episodes: int = typer.Option(3, help="episodes per seed"),
-    seed: list[str] = typer.Option(["0"], help="evaluation seed(s) (repeat or comma-separate)"),
+    seed: list[str] = typer.Option(
+        ["0"], "--seed", "--seeds", help="evaluation seed(s) (repeat or comma-separate)"
+    ),
     json_out: Path = typer.Option(None, "--json", help="write the metrics here"),
     which: str = typer.Option("best", help="best | final model of run directories"),
     horizon_s: float = typer.Option(None, help="shorter episodes than the scenario's horizon"),
@@ -257,10 +247,14 @@ def compare(
     trace_unit: str = typer.Option("mbps", help="--uplink-traces csv unit: mbps | kbps | bps"),
     policies: list[str] = typer.Option(
         [ALL_BASELINES],
-        help=f"comma-separated RUN_DIR | baseline:NAME | planner:DIR; '{ALL_BASELINES}' = all "
-        "but the oracle (add baseline:oracle)",
+        "--policies",
+        "--policy",
+        help="RUN_DIR | baseline:NAME | planner:DIR (repeat or comma-separate); "
+        f"'{ALL_BASELINES}' = all but the oracle. Baselines: {BASELINE_NAMES}",
     ),
-    seeds: list[str] = typer.Option(["0,1,2"], help="evaluation seeds, comma-separated"),
+    seeds: list[str] = typer.Option(
+        ["0,1,2"], "--seeds", "--seed", help="evaluation seeds (repeat or comma-separate)"
+    ),
     episodes: int = typer.Option(1, help="episodes per seed"),
     horizon_s: float = typer.Option(None, help="shorter episodes than the scenario's horizon"),
     out: Path = typer.Option(

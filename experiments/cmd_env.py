@@ -118,8 +118,10 @@ def bench_env(
 ) -> None:
     """Decisions/s of the env vs the bare simulator (same run), and memory over a long soak."""
     from edgerl.experiments.bench_env import run_env_bench, write_json
+    from edgerl.experiments.errors import clear_errors
 
-    r = run_env_bench(scenario, steps, rounds, soak_steps)
+    with clear_errors():
+        r = run_env_bench(scenario, steps, rounds, soak_steps)
     print(
         f"env  {r.env_decisions_per_s:,.0f} decisions/s\n"
         f"bare {r.bare_decisions_per_s:,.0f} decisions/s\n"

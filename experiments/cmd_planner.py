@@ -109,18 +109,46 @@ def read_state(path: Path) -> dict[str, Any]:
 def plan_cmd(
     planner_dir: Path = typer.Argument(..., help="exported planner directory"),
     state: Path = typer.Option(
-        ..., "--state", help="JSON object with every observation feature in raw units ('-': stdin)"
+        None, "--state", help="JSON object with every observation feature in raw units ('-': stdin)"
+    ),
+    example_state: bool = typer.Option(
+        False, "--example-state", help="print a valid state file (mid training range) and exit"
     ),
 ) -> None:
     """Decide one request with an exported planner; prints the plan as JSON."""
-    from edgerl.agents.planner import Planner
+    import warnings
+
+    from edgerl.agents.planner import Planner, StateOutOfRangeWarning
 
     try:
         planner = Planner.load(planner_dir)
-        plan = planner.plan(read_state(state))
+        if example_state:
+            typer.echo(json.dumps(example_state_of(planner), indent=2))
+            return
+        if state is None:
+            raise _fail("give --state FILE (or --example-state to print one)")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", StateOutOfRangeWarning)
+            plan = planner.plan(read_state(state))
     except ValueError as exc:  # PlannerError, ObservationError
         raise _fail(str(exc)) from exc
+    for w in caught:
+        typer.secho(f"warning: {w.message}", fg="yellow", err=True)
     typer.echo(json.dumps(plan.to_dict(), indent=2))
+
+
+def example_state_of(planner: Any) -> dict[str, float]:
+    """A valid state: each feature at the middle of its training range (indicators at their
+    lowest value; the first application's indicator set)."""
+    rng = planner.spec["observation"]["training_range"]
+    state = {
+        f.name: float(lo) if f.unit == "indicator" else (lo + hi) / 2
+        for f, lo, hi in zip(planner.features, rng["low"], rng["high"], strict=True)
+    }
+    apps = [f.name for f in planner.features if f.unit == "indicator" and f.name.startswith("app_")]
+    for i, name in enumerate(apps):
+        state[name] = 1.0 if i == 0 else 0.0
+    return state
 
 
 # ---------------------------------------------------------------------------- bench

@@ -247,6 +247,7 @@ def make_plots(
     import matplotlib
 
     matplotlib.use("Agg")
+    evals = merge_identical(evals)
     return [
         plot_latency_cdf(evals, scenario, out / "latency_cdf.png"),
         plot_pareto(evals, out / "pareto.png"),
@@ -254,6 +255,24 @@ def make_plots(
         plot_plan_mix(evals, scenario, out / "plan_mix.png"),
         plot_plans_over_time(evals, scenario, out / "plans_over_time.png"),
     ]
+
+
+def merge_identical(evals: dict[str, PolicyEvaluation]) -> dict[str, PolicyEvaluation]:
+    """Policies that took the same decisions in every episode share one curve, labelled
+    ``a = b`` (their curves would coincide and hide each other otherwise)."""
+    groups: list[tuple[list[str], PolicyEvaluation]] = []
+    for lbl, ev in evals.items():
+        acts = [lg.decision_plan for lg in ev.all_logs()]
+        for names, rep in groups:
+            other = [lg.decision_plan for lg in rep.all_logs()]
+            if len(acts) == len(other) and all(
+                np.array_equal(a, b) for a, b in zip(acts, other, strict=True)
+            ):
+                names.append(lbl)
+                break
+        else:
+            groups.append(([lbl], ev))
+    return {" = ".join(names): ev for names, ev in groups}
 
 
 def _colors(labels: Sequence[str]) -> dict[str, Any]:

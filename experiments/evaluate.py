@@ -30,6 +30,7 @@ from edgerl.agents.evaluation import METRICS, PolicyEvaluation, evaluate
 from edgerl.agents.rundir import Which, read_run, scenario_fingerprint
 from edgerl.envs.sim.build import ScenarioModel
 from edgerl.experiments import runinfo
+from edgerl.experiments.errors import OptionError, check_positive
 
 EVAL_SCHEMA_VERSION = 1
 BASELINE_PREFIX = "baseline:"
@@ -123,9 +124,27 @@ def run_evaluation(
     import torch
 
     torch.set_num_threads(cfg.torch_threads)
+    if cfg.episodes < 1:
+        raise OptionError(f"--episodes must be >= 1, got {cfg.episodes}")
+    if not cfg.seeds:
+        raise OptionError("give at least one evaluation seed")
+    check_positive("--horizon-s", cfg.horizon_s)
     scenario, label = runinfo.resolve_scenario(cfg.scenario, cfg.scenario_set)
+    if cfg.horizon_s is not None and cfg.horizon_s > scenario.cfg.horizon_s:
+        print(
+            f"warning: --horizon-s {cfg.horizon_s:g} is longer than the scenario's horizon "
+            f"({scenario.cfg.horizon_s:g} s); episodes last {scenario.cfg.horizon_s:g} s",
+            file=sys.stderr,
+        )
     fingerprint = scenario_fingerprint(scenario.cfg)
     loaded = [load_policy(s, cfg) for s in cfg.policies]  # fail early, before any rollout
+    probe = None
+    for _, pol, _ in loaded:  # a trained policy must fit the scenario's spaces
+        if hasattr(pol, "check_fits"):
+            from edgerl.envs.env import CollabInferenceEnv
+
+            probe = probe or CollabInferenceEnv(scenario)
+            pol.check_fits(probe)
     labels = [lbl for lbl, _, _ in loaded]
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:

@@ -404,6 +404,7 @@ def export_run(
             f"{ckpt_path}: the policy has observation shape "
             f"{obs_shape} and {n_sb3} actions; scenario {cfg.name!r} has ({n_feat},) and {n_act}"
         )
+    low, high, n_seen = training_range(scen, sb3_model, run.algo)
     module = _greedy_module(sb3_model)
     onnx_bytes = _onnx_graph(module, n_feat, n_act)
     static_mask = np.asarray(scen.static_mask, dtype=bool)
@@ -437,6 +438,16 @@ def export_run(
                 "observation[i] = float32(min(max(raw[i] * (1 / features[i].scale), 0), clip)), "
                 "computed in float64 (edgerl.envs.observation.normalise)"
             ),
+            "training_range": {
+                "low": low,
+                "high": high,
+                "decisions": n_seen,
+                "source": (
+                    "raw features over the exported policy's own decisions on the scenario's "
+                    f"training traces (episode seeds 0..{TRAINING_RANGE_EPISODES - 1}); "
+                    "Planner.plan warns on a state outside [low, high]"
+                ),
+            },
         },
         "actions": [p.describe() for p in scen.plans],
         "static_mask": [bool(m) for m in static_mask],
@@ -535,6 +546,30 @@ class ParityReport:
     def ok(self) -> bool:
         n = self.n_observations
         return self.n_equal_predict == n and self.n_equal_plan == n and self.n_obs_identical == n
+
+
+#: Training-split episodes rolled out at export to record each feature's training range.
+TRAINING_RANGE_EPISODES = 3
+
+
+def training_range(
+    scen: ScenarioModel, sb3_model: Any, algo: str
+) -> tuple[list[float], list[float], int]:
+    """Per-feature (low, high) of the raw state over the policy's own decisions on the
+    training traces, and how many decisions that is."""
+    from edgerl.envs.env import CollabInferenceEnv
+
+    env = CollabInferenceEnv(scen, split="train")
+    rows = []
+    for episode in range(TRAINING_RANGE_EPISODES):
+        obs, _ = env.reset(seed=episode)
+        truncated = False
+        while not truncated:
+            rows.append(env.raw_state())
+            a = sb3_deterministic_action(sb3_model, algo, obs, env.action_masks())
+            obs, _, _, truncated, _ = env.step(a)
+    raw = np.array(rows)
+    return raw.min(axis=0).tolist(), raw.max(axis=0).tolist(), len(rows)
 
 
 def parity_check(

@@ -30,6 +30,7 @@ from edgerl.agents.rundir import (
 from edgerl.envs.sim.build import ScenarioModel
 from edgerl.experiments import runinfo
 from edgerl.experiments.curves import plot_learning_curves
+from edgerl.experiments.errors import OptionError
 
 DEFAULT_RUNS_DIR = Path("runs")
 
@@ -89,7 +90,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     import torch
     from edgerl.agents.hyperparams import load_hyperparams
     from edgerl.agents.learned import make_model
-    from edgerl.agents.training import HeldOutEvalCallback, make_train_env
+    from edgerl.agents.training import ClampedProgressBar, HeldOutEvalCallback, make_train_env
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
 
     # 1. scenario and hyperparameters
@@ -102,7 +103,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     hp = load_hyperparams(cfg.algo, scenario.cfg.name, overrides, cfg.hyperparams_file)
     timesteps = cfg.timesteps if cfg.timesteps is not None else int(hp.run["n_timesteps"])
     if timesteps < 1:
-        raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+        raise OptionError(f"--timesteps must be >= 1, got {timesteps}")
 
     # 2. run directory
     rid = runinfo.run_id(cfg.algo, scenario_label, cfg.seed)
@@ -152,12 +153,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     # 4. learn
     t0 = time.perf_counter()
-    model.learn(
-        total_timesteps=timesteps,
-        callback=CallbackList([eval_cb, ckpt_cb]),
-        progress_bar=cfg.progress_bar,
-        tb_log_name="run",
-    )
+    callbacks = [eval_cb, ckpt_cb] + ([ClampedProgressBar.make()] if cfg.progress_bar else [])
+    model.learn(total_timesteps=timesteps, callback=CallbackList(callbacks), tb_log_name="run")
     wall_s = time.perf_counter() - t0
     model.save(str(run_dir / FINAL_MODEL))
     venv.close()

@@ -336,3 +336,46 @@ def test_cli_plan_on_a_tampered_artefact(planner_dir, state, tmp_path):
     f.write_text(json.dumps(state))
     res = CliRunner().invoke(app, ["plan", str(planner_dir), "--state", str(f)])
     assert res.exit_code == 1 and "checksum mismatch" in res.output
+
+
+def test_plan_warns_once_on_a_state_outside_the_training_range(planner_dir):
+    import warnings
+
+    from edgerl.agents.planner import StateOutOfRangeWarning
+
+    planner = Planner.load(planner_dir)
+    lo = planner.spec["observation"]["training_range"]["low"]
+    hi = planner.spec["observation"]["training_range"]["high"]
+    inside = {f.name: (a + b) / 2 for f, a, b in zip(planner.features, lo, hi, strict=True)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        planner.plan(inside)  # no warning inside the range
+    far = dict(inside, uplink_mbps=hi[0] * 10 + 1)
+    with pytest.warns(StateOutOfRangeWarning, match="uplink_mbps"):
+        planner.plan(far)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        planner.plan(far)  # counted, not warned again
+    assert planner.out_of_range == 2
+
+
+def test_plan_rejects_a_negative_field(planner_dir):
+    planner = Planner.load(planner_dir)
+    lo = planner.spec["observation"]["training_range"]["low"]
+    state = {f.name: float(v) for f, v in zip(planner.features, lo, strict=True)}
+    state["uplink_mbps"] = -1.0
+    with pytest.raises(ObservationError, match=r"uplink_mbps.*>= 0"):
+        planner.plan(state)
+
+
+def test_example_state_is_a_valid_state(planner_dir):
+    from edgerl.experiments.cli import app
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["plan", str(planner_dir), "--example-state"])
+    assert res.exit_code == 0, res.output
+    state = json.loads(res.output)
+    planner = Planner.load(planner_dir)
+    assert set(state) == {f.name for f in planner.features}
+    planner.plan(state)  # valid, no exception

@@ -6,6 +6,7 @@ Each device's arrival process draws from its own generator (see :mod:`edgerl.env
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -54,8 +55,10 @@ def load_interarrivals(path: str, where: str) -> list[float]:
             v = float(tok)
         except ValueError as exc:
             raise ConfigError(f"{p}: value {i}: not a number: {tok!r}") from exc
-        if not v >= 0:
-            raise ConfigError(f"{p}: value {i}: inter-arrival time must be >= 0, got {v}")
+        if not (v >= 0 and math.isfinite(v)):
+            raise ConfigError(
+                f"{p}: value {i}: inter-arrival time must be finite and >= 0, got {v}"
+            )
         out.append(v)
     if not out or sum(out) <= 0:
         raise ConfigError(f"{p}: the arrival trace is empty")
