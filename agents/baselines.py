@@ -374,10 +374,10 @@ class EdgentPolicy(_CostModelPolicy):
     ``all_variants=False`` (``edgent-fp32``) only the exits of the reference variant count,
     the paper's single-model form.
 
-    The dynamic-bandwidth configurator of the paper (a configuration map over bandwidth
-    states learned offline, with online change-point detection of the bandwidth state) is not
-    implemented: this policy already re-optimises every request for the latest windowed
-    bandwidth estimate, which is the configuration map's lookup for the current state.
+    This is the paper's static configurator, re-run for every request with the observed
+    bandwidth estimate and backlogs; its dynamic-bandwidth mode (an offline configuration map
+    over bandwidth states with online change-point detection) is ``edgent-dynamic``
+    (:class:`edgerl.agents.serving.EdgentDynamicPolicy`).
     """
 
     name = "edgent"
