@@ -355,9 +355,16 @@ class Simulator:
         # Lower bounds on the time from a stage to the result reaching the device [s]:
         # remaining profiled compute (edge at batch 1) plus propagation; transfers count 0.
         a_s, w_s = net.access_rtt_ms / 2e3, net.wan_rtt_ms / 2e3
-        edge_b1_s = [
-            interpolate_latency(edge_batch_sizes, p.edge_batch_ms, 1) / 1e3 * p.uses_edge_compute
+        # edge service time [s] of each plan's segment for a batch of n = 0..max_batch
+        self._edge_s_by_n = [
+            [
+                interpolate_latency(edge_batch_sizes, p.edge_batch_ms, max(n, 1)) / 1e3
+                for n in range(self.max_batch + 1)
+            ]
             for p in all_plans
+        ]
+        edge_b1_s = [
+            e[1] * p.uses_edge_compute for e, p in zip(self._edge_s_by_n, all_plans, strict=True)
         ]
         self._rest_cloud_out = [w_s + a_s for _ in all_plans]
         self._rest_edge_out = [
@@ -651,7 +658,7 @@ class Simulator:
                 self._arm_timer(b)
 
     def _batch_service_s(self, b: Batcher, n: int) -> float:
-        return interpolate_latency(self.edge_batch_sizes, b.plan.edge_batch_ms, n) / 1e3
+        return self._edge_s_by_n[b.plan.index][n]
 
     def _shed_members(
         self, b: Batcher, members: list[tuple[Request, simpy.Event, float]], now: float
@@ -793,104 +800,113 @@ class Simulator:
         plan = self.resolve(req, plan)
         net, dev = self.cfg.network, self.devices[req.device]
         now = self.env.now
-        radio, radio_on = self.radio, dev.radio_on
+        radio, on_air = self.radio, dev.radio_on.uncovered_s
         up_busy, down_busy = dev.uplink.busy_until_s, dev.downlink.busy_until_s
-        up_bw, down_bw, prop = dev.uplink.bandwidth, dev.downlink.bandwidth, dev.uplink.prop_s
+        up_end, down_end = (
+            dev.uplink.bandwidth.transfer_end_s,
+            dev.downlink.bandwidth.transfer_end_s,
+        )
+        prop = dev.uplink.prop_s
         shed, due_s, i = self.shedding, req.arrival_s + req.deadline_s, plan.index
         energy_j, bytes_up, t = 0.0, 0, now
-
-        def send(busy: float, bw: BandwidthSource, at: float, nbytes: int) -> tuple[float, float]:
-            start = at if at > busy else busy
-            end = bw.transfer_end_s(start, nbytes)
-            return end, radio_on.uncovered_s(start, end)  # new busy-until, added time on air
-
-        def out(
-            finish_s: float, accuracy: float, correct: bool, wan: int = 0, drop: str = ""
-        ) -> PlanOutcome:
-            # a request shed before its upload never sent its raw input
-            left = plan.raw_input_leaves and drop not in ("deadline@device", "deadline@uplink")
-            return self._outcome(
-                req, finish_s, energy_j, bytes_up, wan, accuracy, correct, left, drop
-            )
-
+        drop, wan_bytes = "", 0
         caching = plan.cache_policy != "none"
-        if caching:
-            up_busy, air = send(up_busy, up_bw, t, net.fingerprint_bytes)
-            energy_j += radio.uplink_energy_j(net.fingerprint_bytes, air)
+        if caching:  # fingerprint up, answer down (transfers: start, end, energy of added air)
+            start = t if t > up_busy else up_busy
+            up_busy = up_end(start, net.fingerprint_bytes)
+            energy_j += radio.uplink_energy_j(net.fingerprint_bytes, on_air(start, up_busy))
             bytes_up += net.fingerprint_bytes
             entry = self.cache.entries.get(req.input_id)
-            down_busy, air = send(down_busy, down_bw, up_busy + prop, net.result_bytes)
-            energy_j += radio.downlink_energy_j(net.result_bytes, air)
+            at = up_busy + prop
+            start = at if at > down_busy else down_busy
+            down_busy = down_end(start, net.result_bytes)
+            energy_j += radio.downlink_energy_j(net.result_bytes, on_air(start, down_busy))
             t = down_busy + prop
             if entry is not None:
-                raw_left = False
                 return self._outcome(
-                    req, t, energy_j, bytes_up, 0, entry.accuracy, entry.correct, raw_left, ""
+                    req, t, energy_j, bytes_up, 0, entry.accuracy, entry.correct, False, ""
                 )
-        correct = self._is_correct(req.input_id, plan)
         if plan.device_s > 0:
             busy = dev.cpu.busy_until_s
             start = t if t > busy else busy
             if shed and start + plan.device_s + self._rest_device_out[i] > due_s:
-                return out(t, 0.0, False, drop="deadline@device")
-            t = start + plan.device_s
-            energy_j += dev.power_w * plan.device_s
-        wan_bytes = 0
-        if plan.offloads:
-            if shed and max(t, up_busy) + self._rest_device_out[i] > due_s:
-                return out(max(t, up_busy), 0.0, False, drop="deadline@uplink")
-            up_busy, air = send(up_busy, up_bw, t, plan.uplink_bytes)
-            energy_j += radio.uplink_energy_j(plan.uplink_bytes, air)
-            bytes_up += plan.uplink_bytes
-            t = up_busy + prop
-            batcher = self.plan_batcher[i]
-            if batcher is not None:
-                if shed and t + self._rest_edge_in[i] > due_s:
-                    return out(t, 0.0, False, drop="deadline@edge")
-                if self.edge_queue_len() >= self.cfg.edge.queue_capacity:
-                    return out(t, 0.0, False, drop="edge_full")
-                window_s = self.cfg.edge.max_batch_wait_ms / 1e3
-                waiting = [j for _, _, j in batcher.waiting if j + window_s > t]
-                n = min(len(waiting) + 1, self.max_batch)
-                target = min(
-                    [plan.batch_size, batcher.min_target] if waiting else [plan.batch_size]
-                )
-                dispatch = t if n >= target else (waiting[0] if waiting else t) + window_s
-                free = self.edge_workers.free_at_s()
-                start = dispatch if dispatch > free else free
-                end = (
-                    start + interpolate_latency(self.edge_batch_sizes, plan.edge_batch_ms, n) / 1e3
-                )
-                if shed and end + self._rest_edge_out[i] > due_s:
-                    return out(dispatch, 0.0, False, drop="deadline@edge")
-                t = end
-            if plan.uses_cloud:
-                wan_start = max(t, self.wan_up.busy_until_s)
-                if shed and wan_start + self._rest_edge_out[i] > due_s:
-                    return out(wan_start, 0.0, False, drop="deadline@wan")
-                t = self.wan_up.bandwidth.transfer_end_s(wan_start, plan.wan_bytes)
-                t += self.wan_up.prop_s
-                if self.cloud_workers.waiting(now) >= self.cfg.cloud.queue_capacity:
-                    return out(t, 0.0, False, wan=plan.wan_bytes, drop="cloud_full")
-                free = self.cloud_workers.free_at_s()
-                start = t if t > free else free
-                if shed and start + plan.cloud_s + self._rest_cloud_out[i] > due_s:
-                    return out(t, 0.0, False, wan=plan.wan_bytes, drop="deadline@cloud")
-                t = start + plan.cloud_s
-                wan_busy = self.wan_down.bandwidth.transfer_end_s(
-                    max(t, self.wan_down.busy_until_s), net.result_bytes
-                )
-                t = wan_busy + self.wan_down.prop_s
-                wan_bytes = plan.wan_bytes + net.result_bytes
-            down_busy, air = send(down_busy, down_bw, t, net.result_bytes)
-            energy_j += radio.downlink_energy_j(net.result_bytes, air)
-            t = down_busy + prop
-        elif caching:  # the device uploads its result (and fingerprint) for the edge cache
+                drop = "deadline@device"
+            else:
+                t = start + plan.device_s
+                energy_j += dev.power_w * plan.device_s
+        if plan.offloads and not drop:
+            start = t if t > up_busy else up_busy
+            if shed and start + self._rest_device_out[i] > due_s:
+                drop, t = "deadline@uplink", start
+            else:
+                up_busy = up_end(start, plan.uplink_bytes)
+                energy_j += radio.uplink_energy_j(plan.uplink_bytes, on_air(start, up_busy))
+                bytes_up += plan.uplink_bytes
+                t = up_busy + prop
+                drop, t = self._predict_edge(plan, t, due_s, now)
+            if plan.uses_cloud and not drop:
+                drop, t = self._predict_cloud(plan, t, due_s, now)
+                if drop != "deadline@wan":  # a WAN transfer abandoned at its start sent nothing
+                    wan_bytes = plan.wan_bytes + (0 if drop else net.result_bytes)
+            if not drop:
+                start = t if t > down_busy else down_busy
+                down_busy = down_end(start, net.result_bytes)
+                energy_j += radio.downlink_energy_j(net.result_bytes, on_air(start, down_busy))
+                t = down_busy + prop
+        elif caching and not drop:  # the device uploads its result (+ fingerprint) for the cache
             nbytes = net.result_bytes + net.fingerprint_bytes
-            up_busy, air = send(up_busy, up_bw, t, nbytes)
-            energy_j += radio.uplink_energy_j(nbytes, air)
+            start = t if t > up_busy else up_busy
+            end = up_end(start, nbytes)
+            energy_j += radio.uplink_energy_j(nbytes, on_air(start, end))
             bytes_up += nbytes
-        return out(t, plan.accuracy, correct, wan=wan_bytes)
+        if drop:
+            # a request shed before its upload never sent its raw input
+            left = plan.raw_input_leaves and drop not in ("deadline@device", "deadline@uplink")
+            return self._outcome(req, t, energy_j, bytes_up, wan_bytes, 0.0, False, left, drop)
+        correct = self._is_correct(req.input_id, plan)
+        return self._outcome(
+            req, t, energy_j, bytes_up, wan_bytes, plan.accuracy, correct, plan.raw_input_leaves, ""
+        )
+
+    def _predict_edge(self, plan: Plan, t: float, due_s: float, now: float) -> tuple[str, float]:
+        """(drop reason or "", time the edge stage ends) for a request reaching the edge at t."""
+        i = plan.index
+        batcher = self.plan_batcher[i]
+        if batcher is None:
+            return "", t
+        if self.shedding and t + self._rest_edge_in[i] > due_s:
+            return "deadline@edge", t
+        if self.edge_queue_len() >= self.cfg.edge.queue_capacity:
+            return "edge_full", t
+        window_s = self.cfg.edge.max_batch_wait_ms / 1e3
+        waiting = [j for _, _, j in batcher.waiting if j + window_s > t]
+        n = min(len(waiting) + 1, self.max_batch)
+        target = min(plan.batch_size, batcher.min_target) if waiting else plan.batch_size
+        dispatch = t if n >= target else (waiting[0] if waiting else t) + window_s
+        free = self.edge_workers.free_at_s()
+        end = (dispatch if dispatch > free else free) + self._edge_s_by_n[i][n]
+        if self.shedding and end + self._rest_edge_out[i] > due_s:
+            return "deadline@edge", dispatch
+        return "", end
+
+    def _predict_cloud(self, plan: Plan, t: float, due_s: float, now: float) -> tuple[str, float]:
+        """(drop reason or "", time the result is back at the edge) from the edge at t."""
+        i, net = plan.index, self.cfg.network
+        wan_start = max(t, self.wan_up.busy_until_s)
+        if self.shedding and wan_start + self._rest_edge_out[i] > due_s:
+            return "deadline@wan", wan_start
+        t = self.wan_up.bandwidth.transfer_end_s(wan_start, plan.wan_bytes) + self.wan_up.prop_s
+        if self.cloud_workers.waiting(now) >= self.cfg.cloud.queue_capacity:
+            return "cloud_full", t
+        free = self.cloud_workers.free_at_s()
+        start = t if t > free else free
+        if self.shedding and start + plan.cloud_s + self._rest_cloud_out[i] > due_s:
+            return "deadline@cloud", t
+        t = start + plan.cloud_s
+        back = self.wan_down.bandwidth.transfer_end_s(
+            max(t, self.wan_down.busy_until_s), net.result_bytes
+        )
+        return "", back + self.wan_down.prop_s
 
     def _capped(self, latency_s: float) -> float:
         """The latency the reward charges (``reward.latency_cap_s``, if set, bounds it)."""
