@@ -238,7 +238,9 @@ def derive(
         UnknownDeviceError,
         derive_profile,
         load_device_table,
+        load_user_device_table,
         main_path_latency_ms,
+        profile_operator_calls,
     )
 
     if measure_host_figures:
@@ -248,7 +250,8 @@ def derive(
             console.print(f"{k}: {v:.4g}")
         return
     try:
-        table = load_device_table(devices or DEVICES_PATH)
+        # a user's table lists their devices; hosts missing from it come from the shipped one
+        table = load_user_device_table(devices) if devices else load_device_table(DEVICES_PATH)
         names = sorted(table.devices) if to == "all" else [table.device(to).name]
     except (DeviceTableError, UnknownDeviceError) as exc:
         raise _fail(str(exc)) from exc
@@ -265,12 +268,16 @@ def derive(
         if not sources:
             raise _fail(f"no measured profiles of {hw!r} for model={model} variant={variant} "
                         f"under {data_dir}")  # fmt: skip
-        by_key = {(p.model, p.variant): p for p in _measured(data_dir, hw)}
+        # calibration references: the shipped measured profiles, then the --data-dir ones
+        by_key = {(p.model, p.variant): p for p in _measured(DATA_DIR, hw)}
+        by_key.update({(p.model, p.variant): p for p in _measured(data_dir, hw)})
         for src in sources:
             try:
                 kwargs: dict[str, Any] = {}
                 if dev.method == "gpu-roofline":
-                    kwargs["op_counts"] = count_operator_calls(src.model, src.variant)
+                    kwargs["op_counts"] = profile_operator_calls(src) or count_operator_calls(
+                        src.model, src.variant
+                    )
                 else:
                     kwargs["calibration_profiles"] = by_key
                 out = derive_profile(src, dev, table, command=cmd, **kwargs)

@@ -183,9 +183,35 @@ def _out_path(out: Path, model: str, variant: str, hardware: str, n_variants: in
     return profile_path(model, variant, hardware, root=out)
 
 
-@app.command("profile")
+#: `edgerl profile` measures a model; `edgerl profile import` (cmd_user_models) imports a
+#: per-layer timing table measured by another tool.
+profile_app = typer.Typer()
+app.add_typer(profile_app, name="profile")
+
+
+@profile_app.callback(invoke_without_command=True)
 def profile(
-    model: Annotated[str, typer.Option(help="Zoo model (see `edgerl models`).")],
+    ctx: typer.Context,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Zoo model (see `edgerl models`), or your own: package.module:factory or "
+            "file.py:factory (a callable returning a torch.nn.Module; needs --input-shape)."
+        ),
+    ] = None,
+    input_shape: Annotated[
+        str | None, typer.Option(help="Your own model: per-sample input shape, e.g. 3,32,32.")
+    ] = None,
+    exit_head: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Your own model: a module that becomes an exit (repeatable; the head reading "
+            "the latest tensor is the final exit; none: the last segment is the final exit)."
+        ),
+    ] = None,
+    fuse_pointwise: Annotated[
+        bool, typer.Option(help="Your own model: no cut before BatchNorm/activation/reshape.")
+    ] = True,
     variant: Annotated[str, typer.Option(help="Variant name, or 'all'.")] = "fp32",
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,2,4,8,16",
     threads: Annotated[int, typer.Option(min=1, help="torch intra-op threads while timing.")] = 1,
@@ -215,7 +241,26 @@ def profile(
     seed: Annotated[int, typer.Option(help="Seeds weights, inputs and digits training.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Measure per-unit and per-exit latency, bytes, FLOPs and memory; write a layer profile."""
+    """Measure per-unit and per-exit latency, bytes, FLOPs and memory; write a layer profile.
+
+    `edgerl profile import FILE.csv` imports another tool's per-layer timings instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if model is None:
+        raise _fail("--model is required: a zoo model (`edgerl models`) or package.module:factory")
+    if ":" in model:  # your own model (edgerl.experiments.cmd_user_models)
+        from edgerl.experiments.cmd_user_models import profile_user_model
+
+        profile_user_model(
+            model=model, variant=variant, input_shape=input_shape, exit_heads=exit_head or [],
+            fuse_pointwise=fuse_pointwise, batch_sizes=batch_sizes, threads=threads,
+            min_run_time=min_run_time, warmup=warmup, min_runs=min_runs, rounds=rounds,
+            seed=seed, device=device, hardware=hardware, out=out,
+        )  # fmt: skip
+        return
+    if input_shape is not None or exit_head:
+        raise _fail("--input-shape and --exit-head are for your own model (--model module:factory)")
     from edgerl.profiles import profiler, zoo
     from edgerl.profiles.schema import profile_from_dict, save_profile
 

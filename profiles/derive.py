@@ -195,6 +195,10 @@ def _figure(v: Mapping[str, Any], where: str, path: str) -> Figure:
     if not isinstance(src, str) or not src.strip():
         raise DeviceTableError(f"{path}: field '{where}.source': every figure must cite a source")
     val = v["value"]
+    if val is None:
+        raise DeviceTableError(
+            f"{path}: field '{where}.value': no value (null); fill in the figure"
+        )
 
     def numeric(x: Any) -> bool:
         return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
@@ -659,7 +663,9 @@ def calibrate_cpu(
         if ref is None:
             raise DerivationError(
                 f"device {device.name!r}: {precision} group {g['name']!r} calibrates on the "
-                f"measured {host.name} profile of {key[0]}/{key[1]}, which was not given"
+                f"measured {host.name} profile of {key[0]}/{key[1]}, which was not given "
+                f"(measure it: edgerl profile --model {key[0]} --variant {key[1]} "
+                f"--hardware {host.name} --out DIR)"
             )
         if ref.hardware.name != host.name or ref.hardware.derived:
             raise DerivationError(
@@ -868,3 +874,120 @@ def derive_profile(
 def main_path_latency_ms(profile: LayerProfile, batch_size: int = 1) -> float:
     """Latency of a request that runs the whole model to its final exit [ms]."""
     return sum(profile.latency_ms(e, batch_size) for e in main_path(profile))
+
+
+# --------------------------------------------------------------------------- a user's devices
+
+
+def load_user_device_table(path: str | Path, base: str | Path = DEVICES_PATH) -> DeviceTable:
+    """A user's device table, with the hosts of the shipped table added.
+
+    The user's file lists their own device classes (``devices``) and may define ``hosts`` (the
+    measured machines a derivation starts from); hosts it does not define are taken from
+    ``base`` (the shipped ``devices.yaml``), so a file with one ``devices`` entry is enough to
+    derive from this project's measured hosts. Only the user's devices are in the result.
+    """
+    user = load_device_table(path)
+    shipped = load_device_table(base)
+    return DeviceTable(
+        hosts={**shipped.hosts, **user.hosts},
+        devices=user.devices,
+        path=user.path,
+        sha256=user.sha256,
+    )
+
+
+def profile_operator_calls(profile: LayerProfile) -> dict[str, int] | None:
+    """Operator calls per entry recorded in the profile (user models), or ``None``.
+
+    Profiles of models outside the zoo record ``operator_calls`` per unit and exit head
+    (``edgerl profile --model module:factory``); the ``gpu-roofline`` method needs them and
+    cannot rebuild such a model from the zoo.
+    """
+    entries: list[CostEntry] = [*profile.units, *profile.exits]
+    if not all(e.operator_calls is not None for e in entries):
+        return None
+    return {e.name: int(e.operator_calls or 0) for e in entries}
+
+
+_TEMPLATE_HEAD = """\
+# A device-table entry for `edgerl derive --devices THIS_FILE --to {name} --data-dir DIR`.
+# Replace every `value: null` with your device's figure and every `source` with where it comes
+# from (datasheet, paper or benchmark page, and its date); the loader rejects a null or an
+# empty source. Mark a figure that is a modelling choice rather than a measurement or a
+# datasheet number with `assumption: true`. Write numbers with an explicit exponent sign
+# (8.1e+12): YAML reads 8.1e12 as a string. Hosts (the measured machines a derivation starts
+# from, `derive_from`) come from the shipped profiles/devices.yaml unless this file defines
+# `hosts:` too (`edgerl derive --measure-host --threads N` measures yours).
+schema_version: 1
+kind: edgerl.device_classes
+devices:
+  {name}:
+"""
+
+_TEMPLATE_GPU = """\
+    # Method gpu-roofline (edgerl.profiles.derive): per unit at batch b,
+    #   latency = max(n_ops x t_op, max(b x FLOPs / (eff x peak x occupancy), bytes / bandwidth))
+    # with t_op and eff fitted to the ResNet-50 v1.5 latency-vs-batch table below. Only the
+    # FLOPs, bytes and operator counts of the source profiles are used, not their latencies.
+    device_class: edge  # device, edge or cloud
+    method: gpu-roofline
+    derive_from: cpu-epyc-2t  # any measured hardware with profiles of your model (--from)
+    description: "TODO: the device, its software stack"
+    peak_fp32_flops_per_s: {value: null, unit: FLOP/s, source: "TODO: datasheet"}
+    mem_bytes_per_s: {value: null, unit: B/s, source: "TODO: datasheet"}
+    memory_bytes: {value: null, unit: B, source: "TODO: datasheet"}
+    sm_count: {value: null, unit: SMs, source: "TODO: datasheet / whitepaper"}
+    max_threads_per_sm: {value: null, unit: threads, source: "TODO: CUDA programming guide"}
+    active_power_w: {value: null, unit: W, source: "TODO: datasheet or measurement"}
+    idle_power_w: {value: null, unit: W, source: "TODO: datasheet or measurement"}
+    calibration:
+      fp32:
+        reference: resnet50_v1.5  # the only reference network built in
+        peak: peak_fp32_flops_per_s
+        latency_ms_by_batch:
+          value: null  # [[batch size, ms], ...], e.g. [[1, 10.7], [8, 22.4], [64, 152.7]]
+          unit: "[batch size, ms]"
+          source: "TODO: a published ResNet-50 v1.5 inference latency table of this device"
+"""
+
+_TEMPLATE_CPU = """\
+    # Method cpu-scaled (edgerl.profiles.derive): each measured host latency is split into a
+    # compute and a memory share (host roofline); the memory share scales with host copy
+    # bandwidth / stream_bytes_per_s, the compute share by one factor per group of layer types,
+    # solved so that the group's reference model (measured on the host) takes the cited time x
+    # (its FLOPs / cited_flops). Groups are solved in order; exactly one is `default`.
+    device_class: device  # device, edge or cloud
+    method: cpu-scaled
+    derive_from: cpu-epyc-1t  # a host with figures under `hosts` and profiles of your model
+    description: "TODO: the device, its software stack, threads"
+    stream_bytes_per_s: {value: null, unit: B/s, source: "TODO: STREAM benchmark of the device"}
+    memory_bytes: {value: null, unit: B, source: "TODO: datasheet"}
+    active_power_w: {value: null, unit: W, source: "TODO: datasheet or measurement"}
+    idle_power_w: {value: null, unit: W, source: "TODO: datasheet or measurement"}
+    calibration:
+      fp32:
+        groups:
+          - name: dense
+            layer_types: default
+            reference_model: resnet18_me  # measured on the host (shipped for cpu-epyc-1t)
+            reference_variant: fp32
+            cited_model: "TODO: the network your cited latency is for"
+            cited_flops: {value: null, unit: FLOP, source: "TODO: its FLOPs (2 per MAC)"}
+            latency_ms: {value: null, unit: ms, source: "TODO: its batch-1 latency on the device"}
+          - name: depthwise
+            layer_types: [depthwise]
+            reference_model: mobilenetv2_me
+            reference_variant: fp32
+            cited_model: "TODO: a depthwise-separable network"
+            cited_flops: {value: null, unit: FLOP, source: "TODO"}
+            latency_ms: {value: null, unit: ms, source: "TODO"}
+"""
+
+
+def device_template_yaml(method: str, name: str) -> str:
+    """A commented device-table entry for ``method`` to fill with a device's figures."""
+    if method not in METHODS:
+        raise DeviceTableError(f"unknown method {method!r}; choose one of {METHODS}")
+    body = _TEMPLATE_GPU if method == "gpu-roofline" else _TEMPLATE_CPU
+    return _TEMPLATE_HEAD.format(name=name) + body

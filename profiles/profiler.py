@@ -134,9 +134,11 @@ class EntryCost:
     output_shape: tuple[int, ...] = ()
     output_dtype: str = ""
     output_bytes_real: int = 0
+    layers: tuple[str, ...] = ()  # the model's modules inside (user models; schema optional)
+    operator_calls: int | None = None  # torch.fx call nodes (user models; schema optional)
 
     def cost_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "layer_type": self.layer_type,
             "flops": self.flops,
@@ -148,6 +150,11 @@ class EntryCost:
             "calls_per_run": [t.calls_per_run for t in self.timings],
             "round_medians_ms": self.round_medians_ms,
         }
+        if self.layers:
+            out["layers"] = list(self.layers)
+        if self.operator_calls is not None:
+            out["operator_calls"] = self.operator_calls
+        return out
 
     def add_round(self, batch_index: int, timing: Timing) -> None:
         """Record one round's timing at ``batch_index``; keep the lowest-median round."""
@@ -530,34 +537,53 @@ def build_profile_dict(
     hardware: Mapping[str, Any],
     provenance_info: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Assemble a schema-v1 profile dict (validated by :func:`profile_from_dict`)."""
+    """Assemble a schema-v1 profile dict of a zoo network (validated by profile_from_dict)."""
     spec = zoo.get_spec(net.model_name)
     vspec = spec.variant(net.variant)
-    c, hgt, wid = net.input_shape
     weights = (
         "trained (see exits[].accuracy_source)"
         if spec.measured_accuracy
         else f"random, seed {settings.seed} (architecture-only: for cost profiling)"
     )
+    variant_info = {
+        "precision": vspec.precision,
+        "input_resolution": vspec.input_resolution,
+        "width_multiplier": vspec.width_multiplier,
+        "description": vspec.description,
+        "weights": weights,
+    }
+    return assemble_profile_dict(
+        net, units, exits, accuracies, variant_info=variant_info, settings=settings,
+        hardware=hardware, provenance_info=provenance_info,
+    )  # fmt: skip
+
+
+def assemble_profile_dict(
+    net: zoo.MultiExitNet,
+    units: Sequence[EntryCost],
+    exits: Sequence[EntryCost],
+    accuracies: AccuracyTable,
+    *,
+    variant_info: Mapping[str, Any],
+    settings: ProfileSettings,
+    hardware: Mapping[str, Any],
+    provenance_info: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A schema-v1 profile dict of any measured multi-exit network (zoo or user model)."""
+    numel_in = _numel(net.input_shape)
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "kind": PROFILE_KIND,
         "model": net.model_name,
         "family": net.family,
         "variant": net.variant,
-        "variant_info": {
-            "precision": vspec.precision,
-            "input_resolution": vspec.input_resolution,
-            "width_multiplier": vspec.width_multiplier,
-            "description": vspec.description,
-            "weights": weights,
-        },
+        "variant_info": dict(variant_info),
         "hardware": dict(hardware),
         "provenance": dict(provenance_info),
         "input": {
             "shape": list(net.input_shape),
-            "raw_bytes": c * hgt * wid * RAW_PIXEL_BYTES,
-            "tensor_bytes": c * hgt * wid * FP32_BYTES,
+            "raw_bytes": numel_in * RAW_PIXEL_BYTES,
+            "tensor_bytes": numel_in * FP32_BYTES,
         },
         "batch_sizes": list(settings.batch_sizes),
         "timing": {
@@ -666,3 +692,131 @@ def profile_model(
     return build_profile_dict(
         net, units, exits, accuracies, settings=settings, hardware=hw, provenance_info=prov
     )
+
+
+# ----------------------------------------------------------------------------- user models
+
+#: Tolerance of the check that a split model's units reproduce the model's own output; the
+#: pieces run the very same operators in the same order, so any difference is a bug.
+SPLIT_CHECK_RTOL = 1e-4
+SPLIT_CHECK_ATOL = 1e-5
+ERROR_DETAIL_CHARS = 100  # of an exception's message quoted in a one-line error
+
+
+def profile_user_model(
+    spec: str,
+    *,
+    input_shape: tuple[int, ...],
+    exit_heads: Sequence[str] = (),
+    variant: str = "fp32",
+    hardware_name: str,
+    settings: ProfileSettings,
+    command: str,
+    fuse_pointwise: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Profile a model outside the zoo: ``spec`` names a factory returning a ``nn.Module``.
+
+    The model is traced and cut at its valid cut points by :mod:`edgerl.profiles.graph`; every
+    unit and exit head is then measured exactly like a zoo model's (:func:`measure_network`).
+    Weights are whatever the factory returns; the model runs in fp32 on ``settings.device``.
+    Each entry also records the model's module names it calls (``layers``) and its operator
+    calls. Exit accuracies are unknown (a scenario must supply them).
+
+    Args:
+        spec: ``"package.module:factory"`` or ``"path/to/file.py:factory"``.
+        input_shape: Per-sample input shape, e.g. ``(3, 32, 32)``.
+        exit_heads: Module names that become exits (see :mod:`edgerl.profiles.graph`).
+        variant: Variant name stored in the profile.
+        hardware_name: ``hardware.name`` of the profile.
+        settings: What to measure and how long.
+        command: The command line (provenance).
+        fuse_pointwise: Keep BatchNorm/activation/reshape ops with the layer before them.
+        progress: Optional status callback.
+
+    Raises:
+        edgerl.profiles.graph.GraphError: the model cannot be loaded, traced or split.
+    """
+    from edgerl.profiles import graph
+
+    device = resolve_device(settings, "fp32")
+    start = time.perf_counter()
+    load_start = _load_avg()
+    name = graph.model_name_of(spec)
+    with _torch_threads(settings.threads):
+        model = graph.build_model(spec).to(device)
+        gen = torch.Generator().manual_seed(settings.seed)
+        probe = zoo.random_images(input_shape, graph.SHAPE_PROBE_BATCH, gen).to(device)
+        try:
+            with torch.no_grad():
+                expected = model(probe)
+        except Exception as exc:
+            raise graph.GraphError(
+                f"--model {spec} on input shape {list(input_shape)} (check --input-shape): "
+                f"{type(exc).__name__}: {' '.join(str(exc).split())[:ERROR_DETAIL_CHARS]}"
+            ) from exc
+        split = graph.split_model(
+            model, probe, exit_heads=exit_heads, fuse_pointwise=fuse_pointwise
+        )
+        _check_split(split, model, probe, expected, spec)
+        net = zoo.MultiExitNet(
+            model=name, family=name, variant=variant,
+            precision="fp32", units=[u.module for u in split.units],
+            exits=[x.module for x in split.exits], unit_names=[u.name for u in split.units],
+            unit_layer_types=[u.layer_type for u in split.units],
+            exit_names=[x.name for x in split.exits], exit_after=split.exit_after,
+            input_shape=input_shape,
+            num_classes=0,
+        ).eval()  # fmt: skip
+        units, exits = measure_network(
+            net, float_net=net, settings=settings, device=device, progress=progress
+        )
+    for cost, piece in zip([*units, *exits], [*split.units, *split.exits], strict=True):
+        cost.layers = piece.layers
+        cost.operator_calls = piece.operator_calls
+    hw = hardware_info(hardware_name, settings.threads, device)
+    hw["load_avg_at_start"] = load_start
+    hw["load_avg_at_end"] = _load_avg()
+    prov = provenance(command, settings.seed)
+    prov["wall_time_s"] = round(time.perf_counter() - start, 2)
+    prov["factory"] = spec
+    variant_info = {
+        "precision": "fp32",
+        "description": f"user model {spec}, input {list(input_shape)}",
+        "weights": "as returned by the factory (not changed by edgerl)",
+        "graph": {
+            "method": "torch.fx symbolic trace; units between valid cut points "
+            "(edgerl.profiles.graph)",
+            "fuse_pointwise": fuse_pointwise,
+            "exit_heads": list(exit_heads),
+            "cuts": len(split.units) - 1,
+        },
+    }
+    accuracies = [(None, zoo.UNKNOWN_ACCURACY)] * len(exits)
+    return assemble_profile_dict(
+        net, units, exits, accuracies, variant_info=variant_info, settings=settings,
+        hardware=hw, provenance_info=prov,
+    )  # fmt: skip
+
+
+def _check_split(split: Any, model: nn.Module, x: Tensor, expected: Any, spec: str) -> None:
+    """The units (and each exit) must reproduce the model's own output(s)."""
+    with torch.no_grad():
+        got = split(x)
+    want = list(_walk_tensors(expected))
+    for e, g in enumerate(got):
+        match = next(
+            (
+                k
+                for k, w in enumerate(want)
+                if g.shape == w.shape
+                and torch.allclose(g, w, rtol=SPLIT_CHECK_RTOL, atol=SPLIT_CHECK_ATOL)
+            ),
+            None,
+        )
+        if match is None:
+            raise RuntimeError(
+                f"{spec}: exit {split.exits[e].name!r} of the split model matches none of the "
+                "model's own outputs (a bug in edgerl.profiles.graph; please report it)"
+            )
+        del want[match]

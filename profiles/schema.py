@@ -33,6 +33,12 @@ File layout (JSON)::
     EXIT = UNIT fields except the output byte fields, plus
            {"after_unit": 2, "accuracy": 0.61 | null, "accuracy_source": "..."}
 
+Optional per UNIT and EXIT (written by the graph profiler of user models,
+``edgerl profile --model module:factory``): ``"layers"``, the qualified names of the model's
+modules the entry calls (``edgerl profile import`` maps other tools' per-layer timings onto
+entries by these names), and ``"operator_calls"``, the operator calls it makes (torch.fx call
+nodes; the GPU derivation of ``edgerl derive`` needs them for models outside the zoo).
+
 All sizes are bytes, FLOPs are per sample (one multiply-add counts 2 FLOPs, as
 ``torch.utils.flop_counter`` counts), latencies are milliseconds for a whole batch.
 """
@@ -67,6 +73,8 @@ class CostEntry:
     latency_ms_median: tuple[float, ...]
     latency_ms_p95: tuple[float, ...]
     runs: tuple[int, ...]
+    layers: tuple[str, ...] = ()  # optional: the model's modules inside this entry
+    operator_calls: int | None = None  # optional: operator calls (torch.fx call nodes)
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,7 @@ class LayerProfile:
         """The JSON-ready form of this profile (inverse of :func:`profile_from_dict`)."""
 
         def cost(e: CostEntry) -> dict[str, Any]:
-            return {
+            out: dict[str, Any] = {
                 "name": e.name,
                 "layer_type": e.layer_type,
                 "flops": e.flops,
@@ -141,6 +149,11 @@ class LayerProfile:
                 "latency_ms_p95": list(e.latency_ms_p95),
                 "runs": list(e.runs),
             }
+            if e.layers:
+                out["layers"] = list(e.layers)
+            if e.operator_calls is not None:
+                out["operator_calls"] = e.operator_calls
+            return out
 
         return {
             "schema_version": SCHEMA_VERSION,
@@ -290,7 +303,7 @@ class _Reader:
 
 
 def _cost_fields(r: _Reader, d: Mapping[str, Any], where: str, n_batch: int) -> dict[str, Any]:
-    return {
+    out = {
         "name": r.string(d, "name", where),
         "layer_type": r.string(d, "layer_type", where),
         "flops": r.number(d, "flops", where),
@@ -300,6 +313,14 @@ def _cost_fields(r: _Reader, d: Mapping[str, Any], where: str, n_batch: int) -> 
         "latency_ms_p95": r.num_list(d, "latency_ms_p95", where, n_batch),
         "runs": r.int_list(d, "runs", where, n_batch),
     }
+    if isinstance(d, Mapping) and "layers" in d:
+        layers = d["layers"]
+        if not isinstance(layers, list) or not all(isinstance(x, str) and x for x in layers):
+            raise r.fail(f"{where}.layers", f"expected a list of module names, got {layers!r}")
+        out["layers"] = tuple(layers)
+    if isinstance(d, Mapping) and "operator_calls" in d:
+        out["operator_calls"] = r.integer(d, "operator_calls", where, positive=True)
+    return out
 
 
 def profile_from_dict(data: Any, path: str = "<memory>") -> LayerProfile:
