@@ -84,8 +84,12 @@ def fit_report(
         str, typer.Option(help="Measured hardware whose profiles to fit.")
     ] = "cpu-epyc-1t",
     form: Annotated[
-        str, typer.Option(help="Regression form: linear (NNLS) or loglinear.")
-    ] = "linear",
+        str,
+        typer.Option(
+            help="Regression form: hybrid (per layer type inside its fitted range, else pooled; "
+            "cache-spill and depthwise terms), or the first version's linear / loglinear."
+        ),
+    ] = "hybrid",
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the full report as JSON.")
     ] = None,
@@ -136,6 +140,22 @@ def fit_report(
         "fallback = layer type absent from the training families, predicted with the global "
         "model of its precision; in-sample = fit and evaluated on every profile."
     )
+    whole = Table(title=f"Whole model (every unit + final exit, each batch size), {hardware}")
+    for col in ("held-out family", "n", "MAPE %", "R²"):
+        whole.add_column(col, justify="left" if col == "held-out family" else "right")
+    for r in rep.whole_by_family:
+        whole.add_row(r.group, str(r.n), f"{r.mape:.1f}", _fmt(r.r2))
+    whole.add_section()
+    for r in (rep.whole_overall, rep.whole_in_sample):
+        if r is not None:
+            whole.add_row(r.group, str(r.n), f"{r.mape:.1f}", _fmt(r.r2))
+    console.print(whole)
+    if rep.whole_overall is not None and rep.whole_in_sample is not None:
+        console.print(
+            f"{form}: leave-one-family-out MAPE per layer {rep.overall.mape:.1f} %, whole model "
+            f"{rep.whole_overall.mape:.1f} % (in-sample {rep.in_sample.mape:.1f} % / "
+            f"{rep.whole_in_sample.mape:.1f} %)"
+        )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(rep.to_dict(), indent=1) + "\n", encoding="utf-8")
