@@ -1,13 +1,28 @@
 """Your own model and your own device: ``edgerl profile --model module:factory`` (the work behind
 that option of ``edgerl profile``), ``edgerl profile import`` and ``edgerl device-template``.
 
-* ``edgerl profile --model package.module:factory --input-shape 3,32,32 [--exit-head NAME]...``
-  traces any model the factory returns, cuts it at its valid cut points
-  (:mod:`edgerl.profiles.graph`) and measures every unit and exit head like a zoo model.
-* ``edgerl profile import FILE.csv --base PROFILE.json --hardware NAME`` turns another tool's
-  per-layer timing table into a profile of new hardware (:mod:`edgerl.profiles.timing_import`).
-* ``edgerl device-template --method cpu-scaled|gpu-roofline`` prints a device-table entry to
-  fill with a device's datasheet figures for ``edgerl derive --devices FILE``.
+Your own model::
+
+    edgerl profile --model my_models.py:tiny_resnet --input-shape 3,32,32 \
+        [--exit-head aux1 --exit-head fc] --hardware my-laptop --out myprofiles/
+
+traces any model the factory returns, cuts it at its valid cut points
+(:mod:`edgerl.profiles.graph`: never inside a skip connection or a branch) and measures every
+unit and exit head like a zoo model, into ``myprofiles/tiny_resnet/fp32/my-laptop.json``.
+
+Your own device, three ways:
+
+a. Measure on it: install edgerl on the device and run the same ``edgerl profile`` there with
+   ``--hardware my-board`` (``--threads N``; CUDA is used when present). A measured profile is
+   the best source; it replaces a derived one of the same name.
+b. Derive from datasheet figures: ``edgerl device-template --method gpu-roofline --name my-gpu
+   > my-devices.yaml``, fill in every null and its source, then ``edgerl derive --devices
+   my-devices.yaml --to my-gpu --from my-laptop --data-dir myprofiles/`` (layer-type aware as
+   for the shipped classes; hosts come from the shipped ``devices.yaml`` unless the file has
+   its own; GPU operator counts come from the profile).
+c. Import another tool's per-layer timings: ``edgerl profile import timings.csv --base
+   myprofiles/tiny_resnet/fp32/my-laptop.json --hardware my-board --out myprofiles/``
+   (:mod:`edgerl.profiles.timing_import` documents the CSV).
 
 torch is imported inside the commands so that ``edgerl --help`` stays fast.
 """
@@ -163,6 +178,9 @@ def profile_import(
     exits.<e>), a submodule of one, or a parent module inside one entry. A unit's latency is
     the sum of its layers' latencies. Layers that map nowhere (or onto several entries) and
     entries with no layers are reported; the latter are an error unless --fill-missing.
+
+    Example rows after the header layer,batch_size,latency_ms: conv1,1,0.512 then
+    layer1.0,1,0.871 then fc,1,0.020 (one row per layer and batch size).
     """
     from edgerl.profiles.schema import ProfileError, load_profile, save_profile
     from edgerl.profiles.timing_import import (

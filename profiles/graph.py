@@ -67,11 +67,13 @@ SHAPE_PROBE_BATCH = 2
 ERROR_DETAIL_CHARS = 100  # of an exception's message quoted in a one-line error
 
 #: Modules applied to one tensor that keep its size (fused into the preceding unit).
+#: (Softmax is not element-wise, but as cheap and as shape-preserving for this purpose.)
 POINTWISE_MODULES: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU,
     nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardsigmoid,
     nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
-    nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten, nn.Unflatten,
+    nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten, nn.Unflatten, nn.Softmax,
+    nn.LogSoftmax,
 )  # fmt: skip
 _F = torch.nn.functional
 #: Functions applied to one tensor that keep its size (fused into the preceding unit).
@@ -80,13 +82,14 @@ POINTWISE_FUNCTIONS: frozenset[Any] = frozenset(
         torch.relu, torch.relu_, _F.relu, _F.relu6, _F.leaky_relu, _F.elu, _F.selu, _F.gelu,
         _F.silu, _F.mish, _F.hardswish, _F.hardsigmoid, _F.hardtanh, _F.softplus, torch.sigmoid,
         _F.sigmoid, torch.tanh, _F.tanh, _F.dropout, _F.batch_norm, torch.flatten,
-        torch.reshape, torch.squeeze, torch.unsqueeze,
+        torch.reshape, torch.squeeze, torch.unsqueeze, torch.softmax, _F.softmax,
+        torch.log_softmax, _F.log_softmax,
     }
 )  # fmt: skip
 #: Tensor methods applied to one tensor that keep its size (fused into the preceding unit).
 POINTWISE_METHODS = frozenset(
     {"relu", "relu_", "sigmoid", "tanh", "flatten", "view", "reshape", "contiguous", "squeeze",
-     "unsqueeze", "clamp", "clamp_"}
+     "unsqueeze", "clamp", "clamp_", "softmax", "log_softmax"}
 )  # fmt: skip
 #: Element-wise merges of two tensors: a segment holding one of them closes a skip connection.
 MERGE_FUNCTIONS = frozenset({operator.add, operator.iadd, torch.add, operator.mul, torch.mul})
@@ -406,18 +409,7 @@ def _head_branches(
                 f"--exit-head {h}: its result is used by the rest of the network (module "
                 f"{modules_after[0].target!r}); an exit head must end a branch"
             )
-        base[h] = {nodes[0], *after}
-    for h, nodes_h in base.items():
-        for g in base:
-            if g != h and calls[g][0] in nodes_h:
-                raise GraphError(f"--exit-head {g}: it runs on the output of exit head {h!r}")
-        for n in nodes_h:
-            outside = [u for u in n.users if u.op != "output" and u not in nodes_h]
-            if outside:
-                raise GraphError(
-                    f"--exit-head {h}: its result is used by the rest of the network (node "
-                    f"{outside[0].name!r}); an exit head must end a branch"
-                )
+        base[h] = {nodes[0], *after}  # every user of these is in the set (or the output)
 
     def reads(h: str, nodes: set[torch.fx.Node]) -> list[torch.fx.Node]:
         ins = {a for n in nodes for a in n.all_input_nodes if a not in nodes and a not in static}
@@ -489,8 +481,15 @@ def analyse(
     batch = None
     if example_input is not None:
         batch = int(example_input.shape[0])
-        with torch.no_grad():
-            ShapeProp(gm).propagate(example_input)
+        try:
+            with torch.no_grad():
+                ShapeProp(gm).propagate(example_input)
+        except Exception as exc:
+            msg = " ".join(str(exc).split())[:ERROR_DETAIL_CHARS]
+            raise GraphError(
+                f"running the traced model on an input of shape {list(example_input.shape)} "
+                f"failed: {type(exc).__name__}: {msg}"
+            ) from exc
     static = _static_nodes(gm)
     heads = _head_branches(gm, exit_heads, static) if exit_heads else []
     in_branch = {n for h in heads for n in h.nodes}
@@ -543,7 +542,7 @@ def analyse(
     cuts: list[CutPoint] = []
     for i, node in enumerate(trunk[:-1]):
         v = live_one[i]
-        if live_count[i] != 1 or v is None:
+        if live_count[i] != 1 or v is None or v not in pos:  # not the raw input again
             continue
         if (
             fuse_pointwise
@@ -672,9 +671,10 @@ def _segment_names(segments: Sequence[Sequence[torch.fx.Node]]) -> list[str]:
                 names.append(prefix)
                 continue
             first, last = parts[0][len(common) :], parts[-1][len(common) :]
-            a = first[0] if first else ""
-            b = last[0] if last else ""
-            names.append(prefix if not a else f"{prefix}.{a}" if a == b else f"{prefix}.{a}..{b}")
+            # a function called by the common module itself has no child name: use the node's
+            a = first[0] if first else seg[0].name
+            b = last[0] if last else seg[-1].name
+            names.append(f"{prefix}.{a}" if a == b else f"{prefix}.{a}..{b}")
             continue
         first_name = paths[k][0] or seg[0].name
         last_name = paths[k][-1] or seg[-1].name

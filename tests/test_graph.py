@@ -7,6 +7,7 @@ and a DenseNet block (concatenating skips).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -140,6 +141,32 @@ def test_find_cut_points_on_a_traced_model() -> None:
     assert len(units) == len(cuts)  # the last segment is the final exit head
 
 
+class Softmaxed(nn.Module):
+    """A user's wrapper: the ResNet's logits through a softmax, and some dead code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = ua.tiny_resnet()
+        self.unused = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.unused(x)  # computed and dropped: must not create a cut that resends the input
+        return torch.softmax(self.net(x), 1)
+
+
+def test_post_ops_of_a_head_and_dead_code() -> None:
+    model, x = Softmaxed().eval(), example()
+    split = graph.split_model(model, x)
+    assert split.exits[0].name == "net.fc..softmax"  # the softmax is fused with the classifier
+    assert split.units[-1].name == "net.avgpool..flatten"
+    with torch.no_grad():
+        torch.testing.assert_close(split(x)[-1], model(x), rtol=0, atol=0)
+    split = graph.split_model(model, x, exit_heads=("net.fc",))
+    assert split.exits[0].name == "net.fc" and split.exits[0].operator_calls == 2
+    with torch.no_grad():
+        torch.testing.assert_close(split(x)[-1], model(x), rtol=0, atol=0)
+
+
 def test_forward_parameters_with_defaults_are_fixed() -> None:
     model = ua.WithFlag().eval()
     split = graph.split_model(model, example())
@@ -158,13 +185,28 @@ def test_forward_parameters_with_defaults_are_fixed() -> None:
         (lambda: ua.AuxInsideBlock().eval(), ("aux", "fc"), "not at a valid cut"),
         (ua.data_dependent, (), "torch.fx cannot trace DataDependent"),
         (lambda: ua.TwoInputs(), (), "only a single input tensor is supported"),
+        (lambda: ua.NoInput(), (), "forward takes no input tensor"),
+        (lambda: ua.HeadCalledTwice(), ("head",), "calls 'head' 2 times"),
+        (
+            lambda: ua.HeadOnHead(),
+            ("head", "post"),
+            "used by the rest of the network (module 'post')",
+        ),
+        (ua.tiny_resnet, (), "running the traced model on an input of shape [2, 3, 8]"),
+        (lambda: ua.HeadFeedsTrunk(), ("aux", "fc"), "result is used by the rest of the network"),
+        (lambda: ua.TwoHeads(early=False), ("h1", "h2"), "both read the same tensor last"),
+        (lambda: ua.TwoHeads(early=True), ("h1", "h2", "fc"), "read the output of the same unit"),
+        (lambda: ua.HeadReadsTwo(), ("aux", "fc"), "its branch reads 2 tensors"),
+        (lambda: ua.ConstantOutput(), (), "does not depend on its input"),
+        (lambda: nn.Sequential(nn.Conv2d(3, 4, 3)), (), "has no valid cut point"),
     ],
 )
 def test_models_that_cannot_be_split_get_one_line_errors(
     model: Callable[[], nn.Module], heads: tuple[str, ...], match: str
 ) -> None:
-    with pytest.raises(GraphError, match=match) as info:
-        graph.split_model(model(), example(), exit_heads=heads)
+    x = torch.rand(2, 3, 8) if "shape [2, 3, 8]" in match else example()
+    with pytest.raises(GraphError, match=re.escape(match)) as info:
+        graph.split_model(model(), x, exit_heads=heads)
     assert "\n" not in str(info.value)
 
 
@@ -193,6 +235,13 @@ ARCHS_FILE = Path(ua.__file__)
 def test_factory_errors_are_one_line(spec: str, match: str) -> None:
     with pytest.raises(GraphError, match=match):
         graph.build_model(spec)
+
+
+def test_a_model_file_that_fails_to_import_is_a_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad_models.py"
+    bad.write_text("import torch\nraise ImportError('needs torchvision')\n", encoding="utf-8")
+    with pytest.raises(GraphError, match=r"importing .*bad_models.py raised ImportError"):
+        graph.build_model(f"{bad}:net")
 
 
 def test_factories_load_from_a_module_or_a_file() -> None:

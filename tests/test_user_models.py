@@ -386,6 +386,18 @@ def test_cpu_derivation_of_a_user_model_calibrates_on_the_shipped_references(
         derive_profile(src, t.device("my-board"), t, calibration_profiles={})
 
 
+def test_derive_reports_a_broken_user_table(tmp_path: Path) -> None:
+    text = device_template_yaml("gpu-roofline", "my-gpu")  # nulls not filled in
+    path = tmp_path / "my-devices.yaml"
+    path.write_text(text, encoding="utf-8")
+    res = run("derive", "--devices", str(path), "--to", "my-gpu", "--data-dir", str(tmp_path))
+    assert res.exit_code == 1 and res.output.startswith("error:")
+    # one message (cmd_fit's console wraps long lines at 80 columns when not on a terminal)
+    flat = " ".join(res.output.split())
+    assert "devices.my-gpu.peak_fp32_flops_per_s.value': no value (null)" in flat
+    assert "Traceback" not in res.output
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_device_template_parses_once_filled(method: str) -> None:
     text = device_template_yaml(method, "my-dev")

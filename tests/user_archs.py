@@ -259,3 +259,93 @@ def not_a_module() -> int:
 
 def broken() -> nn.Module:
     raise RuntimeError("weights file missing")
+
+
+class NoInput(nn.Module):
+    def forward(self) -> Tensor:
+        return torch.zeros(1)
+
+
+def _head() -> nn.Module:
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, CLASSES))
+
+
+class HeadCalledTwice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = _head()
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        y = self.conv(x)
+        return [self.head(y), self.head(y * 2)]
+
+
+class HeadOnHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = _head()
+        self.post = nn.Linear(CLASSES, CLASSES)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.post(self.head(self.conv(x)))
+
+
+class HeadFeedsTrunk(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3)
+        self.aux = _head()
+        self.conv2 = nn.Conv2d(4, 4, 3)
+        self.fc = _head()
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.conv1(x)
+        a = self.aux(x)
+        x = self.conv2(x) * a.mean()
+        return [a, self.fc(x)]
+
+
+class TwoHeads(nn.Module):
+    """Two heads on one tensor: at the end (no final head), or early (after the same unit)."""
+
+    def __init__(self, early: bool) -> None:
+        super().__init__()
+        self.early = early
+        self.conv1 = nn.Conv2d(3, 4, 3)
+        self.conv2 = nn.Conv2d(4, 4, 3)
+        self.h1, self.h2, self.fc = _head(), _head(), _head()
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x = self.conv1(x)
+        if self.early:
+            return [self.h1(x), self.h2(x), self.fc(self.conv2(x))]
+        x = self.conv2(x)
+        return [self.h1(x), self.h2(x)]
+
+
+class HeadReadsTwo(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.conv3 = nn.Conv2d(4, 4, 3, padding=1)
+        self.aux = _head()
+        self.fc = _head()
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        x1 = self.conv1(x)
+        x2 = self.conv2(x1)
+        a = self.aux(x1 + x2)  # the sum exists only for the head: it reads x1 and x2
+        return [a, self.fc(self.conv3(x2))]
+
+
+class ConstantOutput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.conv(x)
+        return torch.ones(1, CLASSES)
