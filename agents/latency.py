@@ -192,6 +192,7 @@ def predicted_entry_ms(lm: LatencyModel, prof: LayerProfile, batch_size: int = 1
                 out_b,
                 u.params_bytes,
                 batch_size,
+                peak_activation_bytes=u.peak_activation_bytes,
                 precision=prec,
                 allow_fallback=True,
             )
@@ -206,6 +207,7 @@ def predicted_entry_ms(lm: LatencyModel, prof: LayerProfile, batch_size: int = 1
                 0,
                 x.params_bytes,
                 batch_size,
+                peak_activation_bytes=x.peak_activation_bytes,
                 precision=prec,
                 allow_fallback=True,
             )
