@@ -529,7 +529,7 @@ class BaselineOptions:
     seed: int = 0
     search: Any = None  # edgerl.agents.best_fixed.SearchConfig
     cache_dir: str | None = None
-    window_s: float = 10.0  # the hindsight oracle's window
+    window_s: float = 2.0  # the hindsight oracle's window
     workers: int = 1  # the oracle's concurrent forks
 
 
@@ -613,7 +613,7 @@ BASELINES: dict[str, BaselineSpec] = {
         deployable=False,
     ),
     "oracle": _spec(
-        lambda window_s=10.0, workers=1: _oracle().HindsightWindowOracle(
+        lambda window_s=2.0, workers=1: _oracle().HindsightWindowOracle(
             window_s=window_s, workers=workers
         ),
         "per window the best single plan given the true future (simulator forks)",

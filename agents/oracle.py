@@ -1,10 +1,16 @@
 """The hindsight windowed oracle: the headroom per-state adaptation can reach.
 
 For each window of ``window_s`` seconds of an episode, in order, the oracle picks the single
-plan that maximises the utility of the requests arriving in that window and the next
-``lookahead_s`` seconds, given the *true* future (bandwidth, arrivals, inputs) and the true
-state the earlier windows' choices left behind. It finds it by simulating every candidate
-plan from that state: a fork of the simulator.
+plan that maximises the utility of the requests arriving in that window (and, optionally, the
+next ``lookahead_s`` seconds decided by the same plan), given the *true* future (bandwidth,
+arrivals, inputs) and the true state the earlier windows' choices left behind. It finds it by
+simulating every candidate plan from that state: a fork of the simulator.
+
+The default lookahead is 0: a window's requests are scored once they have all finished (the
+fork drains), and what a window's plan leaves in the queues is seen by the next window's
+forks, which start from that state. A lookahead decided by the same plan would charge a plan
+for conditions after its window, where the next window may choose another plan (it made the
+oracle keep a local plan through windows of fast uplink that were followed by an outage).
 
 Forks. A planning simulator of the episode is rebuilt from the episode's seed (the same
 random streams, :mod:`edgerl.envs.sim.streams`: the same arrivals, traces and inputs) and
@@ -15,8 +21,7 @@ child applies its candidate to every request until ``window end + lookahead_s``,
 arrivals stop (:meth:`~edgerl.envs.sim.simulator.Simulator.close_arrivals`); it drains and
 reports the sum of the utilities of the requests that arrived in ``[window start, window end
 + lookahead_s)``: the same requests for every candidate, so the comparison is paired. The
-lookahead charges a plan for the queues it leaves to the next window; the best plan is
-committed for the window only. POSIX only (``os.fork``).
+best plan is committed for the window only. POSIX only (``os.fork``).
 
 It is not myopic (unlike :class:`~edgerl.agents.baselines.ClairvoyantGreedyPolicy`, which
 takes each request's best plan alone and ignores what its choice does to the next ones), but
@@ -40,7 +45,9 @@ from edgerl.agents.base import BasePolicy
 from edgerl.envs.sim.build import ScenarioModel, Split, build_simulator
 from edgerl.envs.sim.simulator import Simulator
 
-DEFAULT_WINDOW_S = 10.0
+#: The window [s]: bandwidth traces change every second and MMPP load states last seconds, so a
+#: 2 s window lets the oracle follow both (10 s windows averaged bursts and outages away).
+DEFAULT_WINDOW_S = 2.0
 _SCORE = struct.Struct("<d")
 
 
@@ -110,7 +117,7 @@ def window_schedule(
     """The oracle's plan for every window of the episode seeded with ``entropy``."""
     if window_s <= 0:
         raise ValueError(f"window_s must be > 0, got {window_s}")
-    look = window_s if lookahead_s is None else lookahead_s
+    look = 0.0 if lookahead_s is None else lookahead_s
     if look < 0:
         raise ValueError(f"lookahead_s must be >= 0, got {look}")
     cand = (
@@ -193,7 +200,7 @@ class HindsightWindowOracle(BasePolicy):
         d = super().describe()
         d.update(
             window_s=self.window_s,
-            lookahead_s=self.window_s if self.lookahead_s is None else self.lookahead_s,
+            lookahead_s=0.0 if self.lookahead_s is None else self.lookahead_s,
             deployable=False,
         )
         return d

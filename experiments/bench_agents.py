@@ -80,7 +80,7 @@ class BenchConfig:
     scenario_set: tuple[str, ...] = ()
     references: tuple[str, ...] = REFERENCE_BASELINES
     ablations: tuple[str, ...] = ()
-    oracle_window_s: float = 10.0
+    oracle_window_s: float = 2.0
     oracle_workers: int = 1
     search: SearchConfig = field(default_factory=SearchConfig)
     progress_bar: bool = True

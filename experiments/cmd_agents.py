@@ -346,7 +346,7 @@ def bench_agents(
         help="retrain with one knob frozen: no-exits,no-batching,no-cache,one-variant,"
         "device-only (comma-separated)",
     ),
-    oracle_window_s: float = typer.Option(10.0, help="the hindsight oracle's window [s]"),
+    oracle_window_s: float = typer.Option(2.0, help="the hindsight oracle's window [s]"),
     oracle_workers: int = typer.Option(1, help="the oracle's concurrent simulator forks"),
     search_max_wall_s: float = typer.Option(600.0, help="best-fixed: wall-time bound"),
 ) -> None:

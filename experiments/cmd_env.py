@@ -89,7 +89,7 @@ def bench_headroom(
     scenarios: str = typer.Option("", help="comma-separated (default: every shipped scenario)"),
     eval_seeds: str = typer.Option("100,101,102", help="evaluation seeds, comma-separated"),
     episodes: int = typer.Option(1, help="held-out episodes per evaluation seed"),
-    oracle_window_s: float = typer.Option(10.0, help="the oracle's window [s]"),
+    oracle_window_s: float = typer.Option(2.0, help="the oracle's window [s]"),
     oracle_workers: int = typer.Option(1, help="the oracle's concurrent simulator forks"),
     out: Path = typer.Option(None, help="JSON file (default experiments/results/headroom.json)"),
 ) -> None:

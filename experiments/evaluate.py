@@ -63,7 +63,7 @@ class EvalConfig:
     """Neurosurgeon/Edgent latency predictions: regression | profile"""
     record_bandwidth: bool = False
     torch_threads: int = 1
-    oracle_window_s: float = 10.0
+    oracle_window_s: float = 2.0
     """the hindsight oracle's window [s]"""
     oracle_workers: int = 1
     """the oracle's concurrent simulator forks"""

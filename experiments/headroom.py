@@ -34,7 +34,7 @@ class HeadroomConfig:
     scenarios: tuple[str, ...] = ()
     eval_seeds: tuple[int, ...] = (100, 101, 102)
     episodes: int = 1
-    oracle_window_s: float = 10.0
+    oracle_window_s: float = 2.0
     oracle_workers: int = 1
     out: Path = HEADROOM_FILE
     cache_dir: Path = Path("runs/headroom")
