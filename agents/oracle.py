@@ -1,10 +1,14 @@
 """The hindsight windowed oracle: the headroom per-state adaptation can reach.
 
-For each window of ``window_s`` seconds of an episode, in order, the oracle picks the single
-plan that maximises the utility of the requests arriving in that window (and, optionally, the
-next ``lookahead_s`` seconds decided by the same plan), given the *true* future (bandwidth,
-arrivals, inputs) and the true state the earlier windows' choices left behind. It finds it by
-simulating every candidate plan from that state: a fork of the simulator.
+For each window of ``window_s`` seconds of an episode, in order, the oracle picks for each
+device the single plan that maximises the utility of the requests arriving in that window
+(and, optionally, the next ``lookahead_s`` seconds decided by the same plans), given the
+*true* future (bandwidth, arrivals, inputs) and the true state the earlier windows' choices
+left behind. It finds it by simulating every candidate from that state: a fork of the
+simulator. With several devices (which see different uplinks and loads) it first takes the
+best plan common to all devices, then improves device by device, each taking its best plan
+with the others held (one pass of coordinate ascent; devices share the edge, the WAN and the
+cloud, so a device's plan changes what the others get).
 
 The default lookahead is 0: a window's requests are scored once they have all finished (the
 fork drains), and what a window's plan leaves in the queues is seen by the next window's
@@ -27,9 +31,9 @@ It is not myopic (unlike :class:`~edgerl.agents.baselines.ClairvoyantGreedyPolic
 takes each request's best plan alone and ignores what its choice does to the next ones), but
 it is not a global optimum either: one plan per window, chosen greedily window by window.
 
-Cost: ``n_windows * n_candidates`` forks, each simulating ``window_s + lookahead_s`` seconds
-and draining, plus one pass of the episode; ``workers`` children run at a time (measured per
-scenario in README, Results).
+Cost: ``n_windows * n_candidates * (1 + n_devices)`` forks (``n_windows * n_candidates``
+with one device), each simulating ``window_s + lookahead_s`` seconds and draining, plus one
+pass of the episode; ``workers`` children run at a time (measured per scenario in README).
 """
 
 from __future__ import annotations
@@ -51,8 +55,12 @@ DEFAULT_WINDOW_S = 2.0
 _SCORE = struct.Struct("<d")
 
 
-def _child_score(sim: Simulator, candidate: int, t0: float, until_s: float) -> float:
-    """In a forked child: decide everything with ``candidate`` until ``until_s``, drain."""
+Assignment = tuple[int, ...]  # one plan index per device
+
+
+def _child_score(sim: Simulator, plans: Assignment, t0: float, until_s: float) -> float:
+    """In a forked child: decide every request with its device's plan until ``until_s``,
+    drain, and return the utility of the requests that arrived in ``[t0, until_s)``."""
     total = [0.0]
 
     def on_finish(req: Any) -> None:
@@ -61,16 +69,20 @@ def _child_score(sim: Simulator, candidate: int, t0: float, until_s: float) -> f
 
     sim.on_finish.append(on_finish)
     sim.close_arrivals(max(until_s, sim.env.now))
-    while sim.next_decision() is not None:
-        sim.apply(candidate)
+    while (req := sim.next_decision()) is not None:
+        sim.apply(plans[req.device])
     sim.drain()
     return total[0]
 
 
 def fork_scores(
-    sim: Simulator, candidates: Sequence[int], t0: float, until_s: float, workers: int = 1
+    sim: Simulator,
+    candidates: Sequence[Assignment],
+    t0: float,
+    until_s: float,
+    workers: int = 1,
 ) -> list[float]:
-    """The score of every candidate plan from ``sim``'s current state (one child each)."""
+    """The score of every candidate assignment from ``sim``'s current state (one child each)."""
     if not hasattr(os, "fork"):
         raise RuntimeError("the hindsight oracle forks the simulator with os.fork (POSIX only)")
     scores: list[float] = [math.nan] * len(candidates)
@@ -82,7 +94,7 @@ def fork_scores(
         data = os.read(fd, _SCORE.size)
         os.close(fd)
         if status != 0 or len(data) != _SCORE.size:
-            raise RuntimeError(f"oracle fork for plan {candidates[pos]} failed (status {status})")
+            raise RuntimeError(f"oracle fork for {candidates[pos]} failed (status {status})")
         scores[pos] = _SCORE.unpack(data)[0]
 
     for pos, cand in enumerate(candidates):
@@ -105,6 +117,34 @@ def fork_scores(
     return scores
 
 
+def _best_assignment(
+    sim: Simulator,
+    cand: Sequence[int],
+    start: Assignment,
+    t0: float,
+    until_s: float,
+    workers: int,
+) -> Assignment:
+    """One device: its best plan. Several: the best plan common to all devices, then one pass
+    over the devices, each taking its best plan with the others' held (coordinate ascent)."""
+    n = len(start)
+    scores = fork_scores(sim, [(c,) * n for c in cand], t0, until_s, workers)
+    best, best_score = (cand[int(np.argmax(scores))],) * n, max(scores)  # first best on ties
+    if n == 1:
+        return best
+    if start != best:
+        prev = fork_scores(sim, [start], t0, until_s, workers)[0]
+        if prev > best_score:
+            best, best_score = start, prev
+    for d in range(n):
+        trials = [(*best[:d], c, *best[d + 1 :]) for c in cand if c != best[d]]
+        scores = fork_scores(sim, trials, t0, until_s, workers)
+        k = int(np.argmax(scores))
+        if scores[k] > best_score:
+            best, best_score = trials[k], scores[k]
+    return best
+
+
 def window_schedule(
     model: ScenarioModel,
     entropy: int,
@@ -113,8 +153,9 @@ def window_schedule(
     lookahead_s: float | None = None,
     candidates: Sequence[int] | None = None,
     workers: int = 1,
-) -> list[int]:
-    """The oracle's plan for every window of the episode seeded with ``entropy``."""
+) -> list[Assignment]:
+    """The oracle's plan for every window and device of the episode seeded with ``entropy``:
+    ``schedule[k][d]`` is device ``d``'s plan in window ``k``."""
     if window_s <= 0:
         raise ValueError(f"window_s must be > 0, got {window_s}")
     look = 0.0 if lookahead_s is None else lookahead_s
@@ -128,19 +169,20 @@ def window_schedule(
     if not cand:
         raise ValueError("the oracle needs at least one candidate plan")
     horizon = model.cfg.horizon_s
+    n_dev = model.cfg.devices.count
     sim = build_simulator(model, np.random.SeedSequence(entropy), split)
     req = sim.next_decision()
-    committed: list[int] = []
+    committed: list[Assignment] = []
     for k in range(math.ceil(horizon / window_s)):
         t0, t1 = k * window_s, (k + 1) * window_s
+        previous = committed[-1] if committed else (cand[0],) * n_dev
         if req is None or req.arrival_s >= t1:  # no arrival in this window
-            committed.append(committed[-1] if committed else cand[0])
+            committed.append(previous)
             continue
-        scores = fork_scores(sim, cand, t0, min(horizon, t1 + look), workers)
-        best = cand[int(np.argmax(scores))]  # first best on ties
+        best = _best_assignment(sim, cand, previous, t0, min(horizon, t1 + look), workers)
         committed.append(best)
         while req is not None and req.arrival_s < t1:
-            sim.apply(best)
+            sim.apply(best[req.device])
             req = sim.next_decision()
     return committed
 
@@ -166,7 +208,7 @@ class HindsightWindowOracle(BasePolicy):
         self.lookahead_s = lookahead_s
         self.candidates = candidates
         self.workers = workers
-        self.schedule: list[int] = []
+        self.schedule: list[Assignment] = []
         self._entropy: int | None = None
 
     def reset(self, seed: int | None = None) -> None:
@@ -194,7 +236,8 @@ class HindsightWindowOracle(BasePolicy):
         req = self.env.pending_request
         if req is None or not self.schedule or self._entropy != self.env.episode_entropy:
             raise RuntimeError("oracle: call reset() after the env's reset, before predict()")
-        return self.schedule[min(int(req.arrival_s // self.window_s), len(self.schedule) - 1)]
+        k = min(int(req.arrival_s // self.window_s), len(self.schedule) - 1)
+        return self.schedule[k][req.device]
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

@@ -26,7 +26,7 @@ def test_oracle_equals_the_known_optimum_on_the_toy():
     schedule = window_schedule(model, 5, "train", window_s=10.0, lookahead_s=0.0)
     busy_windows = sorted({int(t // 10.0) for t in arrivals})
     assert busy_windows
-    assert all(schedule[k] == best.index for k in busy_windows)
+    assert all(schedule[k] == (best.index,) for k in busy_windows)
 
 
 class StepDown:
@@ -78,7 +78,7 @@ def test_oracle_switches_plans_when_the_uplink_collapses(monkeypatch):
 
     monkeypatch.setattr(oracle_mod, "build_simulator", stepped)
     schedule = window_schedule(model, 3, "train", window_s=10.0, lookahead_s=0.0)
-    first, second = (model.plans[i] for i in schedule)
+    first, second = (model.plans[a[0]] for a in schedule)
     assert first.cut_edge == 0 and first.offloads  # raw input to the edge
     assert not second.offloads  # all on the device
     # the episode's total utility: oracle vs the two fixed plans, on the same arrivals
@@ -92,7 +92,7 @@ def test_oracle_switches_plans_when_the_uplink_collapses(monkeypatch):
         sim.drain()
         return acc[0]
 
-    u_oracle = total(lambda r: schedule[int(r.arrival_s // 10.0)])
+    u_oracle = total(lambda r: schedule[int(r.arrival_s // 10.0)][r.device])
     assert u_oracle > total(lambda r: first.index)
     assert u_oracle > total(lambda r: second.index)
 
@@ -103,10 +103,10 @@ def test_oracle_policy_in_the_evaluator_matches_its_schedule():
     ev = evaluate(model, pol, seeds=[0], episodes=1)
     (lg,) = ev.all_logs()
     assert len(pol.schedule) == 3
-    expected = [pol.schedule[int(t // 10.0)] for t in lg.arrival_s[np.argsort(lg.arrival_s)]]
+    expected = [pol.schedule[int(t // 10.0)][0] for t in lg.arrival_s[np.argsort(lg.arrival_s)]]
     # decisions are made in arrival order
     assert list(lg.decision_plan) == expected
-    fixed = evaluate(model, FixedPlanPolicy(pol.schedule[0]), seeds=[0], episodes=1)
+    fixed = evaluate(model, FixedPlanPolicy(pol.schedule[0][0]), seeds=[0], episodes=1)
     assert ev.metrics()["utility_mean"]["mean"] >= fixed.metrics()["utility_mean"]["mean"] - 1e-12
 
 
@@ -116,3 +116,30 @@ def test_oracle_rejects_bad_windows():
         window_schedule(model, 0, "train", window_s=0.0)
     with pytest.raises(ValueError, match="lookahead_s"):
         window_schedule(model, 0, "train", window_s=1.0, lookahead_s=-1.0)
+
+
+def test_oracle_gives_each_device_its_own_plan(monkeypatch):
+    """Two devices, one on a fast uplink and one on a dead one: the common best plan cannot
+    suit both; coordinate ascent gives the first the edge and keeps the second local."""
+    model = toy_model(
+        {
+            "horizon_s": 10.0,
+            "devices.count": 2,
+            "workload.arrival.rate_per_s": 2.0,
+            "action_menu.cut_units": [0],
+        },
+        unit_ms=[40.0, 80.0, 80.0, 40.0],
+    )
+    build = oracle_mod.build_simulator
+
+    def split_links(*args, **kw):
+        sim = build(*args, **kw)
+        fast, dead = StepDown(200.0, 200.0, 0.0), StepDown(0.2, 0.2, 0.0)
+        for d, bw in zip(sim.devices, (fast, dead), strict=True):
+            d.uplink.bandwidth = d.downlink.bandwidth = bw
+        return sim
+
+    monkeypatch.setattr(oracle_mod, "build_simulator", split_links)
+    (plans,) = window_schedule(model, 4, "train", window_s=10.0)
+    first, second = (model.plans[i] for i in plans)
+    assert first.offloads and not second.offloads
