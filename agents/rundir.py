@@ -33,6 +33,7 @@ from edgerl.envs.plans import Plan
 RUN_SCHEMA_VERSION = 1
 RUN_JSON = "run.json"
 SCENARIO_YAML = "scenario.yaml"
+SCENARIO_SOURCE_YAML = "scenario.source.yaml"  # the file trained on, comments and all
 FINAL_MODEL = "model.zip"
 BEST_MODEL = "best_model.zip"
 LEARNING_CURVE = "learning_curve.csv"
@@ -150,13 +151,19 @@ def read_run(run_dir: str | Path) -> RunInfo:
 
 
 def scenario_yaml_text(cfg: ScenarioConfig) -> str:
-    """The scenario's YAML text: its file if it came from one, else a canonical dump."""
-    p = Path(cfg.path)
-    if cfg.path != "<memory>" and p.is_file():
-        return p.read_text(encoding="utf-8")
+    """The scenario as canonical YAML: every field (defaults included) and its file paths
+    resolved, so that it means the same wherever it is loaded from (a run directory keeps a
+    copy) and two scenarios that decode alike have the same text. Comments of the source file
+    are not kept (:func:`source_yaml_text` has them)."""
     data = dataclasses.asdict(cfg)
     data.pop("path", None)
     return yaml.safe_dump(_plain(data), sort_keys=True)
+
+
+def source_yaml_text(cfg: ScenarioConfig) -> str | None:
+    """The text of the file the scenario was read from (with its comments), if any."""
+    p = Path(cfg.path)
+    return p.read_text(encoding="utf-8") if cfg.path != "<memory>" and p.is_file() else None
 
 
 def _plain(x: Any) -> Any:
@@ -171,7 +178,7 @@ def _plain(x: Any) -> Any:
 
 
 def scenario_fingerprint(cfg: ScenarioConfig) -> str:
-    """sha256 of the scenario's YAML text (see :func:`scenario_yaml_text`)."""
+    """sha256 of the scenario's canonical YAML (:func:`scenario_yaml_text`)."""
     return hashlib.sha256(scenario_yaml_text(cfg).encode("utf-8")).hexdigest()
 
 

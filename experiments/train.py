@@ -23,9 +23,11 @@ from edgerl.agents.rundir import (
     FINAL_MODEL,
     RUN_JSON,
     RUN_SCHEMA_VERSION,
+    SCENARIO_SOURCE_YAML,
     SCENARIO_YAML,
     scenario_fingerprint,
     scenario_yaml_text,
+    source_yaml_text,
 )
 from edgerl.envs.sim.build import ScenarioModel
 from edgerl.experiments import runinfo
@@ -114,6 +116,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     (run_dir / SCENARIO_YAML).write_text(scenario_yaml_text(scenario.cfg), encoding="utf-8")
+    source = source_yaml_text(scenario.cfg)
+    if source is not None:
+        (run_dir / SCENARIO_SOURCE_YAML).write_text(source, encoding="utf-8")
     started = runinfo.now_iso()
 
     # 3. envs, model, callbacks

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from conftest import TOY_SCENARIO, toy_model
 from edgerl.agents.planner import PLANNER_SCHEMA_VERSION, Planner, spec_digest
-from edgerl.agents.rundir import RunDirError
-from edgerl.envs.config import SCENARIO_DIR
+from edgerl.agents.rundir import RunDirError, scenario_yaml_text
+from edgerl.envs.config import ScenarioConfig
 from edgerl.envs.env import CollabInferenceEnv
 from edgerl.envs.observation import OBS_CLIP, spec_to_json
 from edgerl.experiments.cli import app
@@ -88,9 +88,11 @@ def train(env: CollabInferenceEnv, algo: str, steps: int = TRAIN_STEPS, seed: in
     return model.learn(steps)
 
 
-def write_run(run_dir: Path, algo: str, scenario: str, yaml_text: str, model: Any) -> Path:
-    """A run directory as ``edgerl train`` writes it (run.json keys of edgerl.agents.rundir)."""
+def write_run(run_dir: Path, algo: str, scenario: str, cfg: ScenarioConfig, model: Any) -> Path:
+    """A run directory as ``edgerl train`` writes it (run.json keys of edgerl.agents.rundir;
+    the scenario as its canonical YAML)."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    yaml_text = scenario_yaml_text(cfg)
     (run_dir / "scenario.yaml").write_text(yaml_text, encoding="utf-8")
     model.save(run_dir / "model.zip")
     run = {
@@ -118,9 +120,10 @@ def toy_run(root: Path, algo: str, overrides: dict[str, Any]) -> Path:
     """A trained toy run directory (cached per process)."""
     key = ("toy", algo, tuple(sorted(overrides.items())))
     if key not in _CACHE:
-        env = CollabInferenceEnv(toy_model(overrides))
+        model = toy_model(overrides)
+        env = CollabInferenceEnv(model)
         d = root / f"run-{algo}-{len(_CACHE)}"
-        _CACHE[key] = write_run(d, algo, "toy-test", toy_yaml(overrides), train(env, algo))
+        _CACHE[key] = write_run(d, algo, "toy-test", model.cfg, train(env, algo))
     return _CACHE[key]
 
 
@@ -141,10 +144,13 @@ def analytic_run(root: Path) -> Path:
     """A MaskablePPO run on the shipped ``toy-analytic`` scenario (measured profiles)."""
     key = ("analytic",)
     if key not in _CACHE:
-        text = (SCENARIO_DIR / "toy-analytic.yaml").read_text(encoding="utf-8")
         env = CollabInferenceEnv("toy-analytic")
         _CACHE[key] = write_run(
-            root / "run-analytic", "maskable_ppo", "toy-analytic", text, train(env, "maskable_ppo")
+            root / "run-analytic",
+            "maskable_ppo",
+            "toy-analytic",
+            env.model.cfg,
+            train(env, "maskable_ppo"),
         )
     return _CACHE[key]
 

@@ -155,3 +155,19 @@ def test_scenario_with_its_own_profiles_folder(tmp_path):
     scen.write_text(yaml.safe_dump(data))
     res = CliRunner().invoke(app, ["scenarios", "check", str(scen)])
     assert res.exit_code == 2 and "nobody-has-this" in res.output
+
+
+def test_run_directory_copy_of_a_user_scenario_loads_anywhere(study, tmp_path):
+    """A run directory keeps the scenario as canonical YAML with its trace paths resolved, so
+    the copy (in another folder than the traces) decodes to the same scenario; the source file
+    is kept beside it with its comments."""
+    from edgerl.agents.rundir import scenario_fingerprint, scenario_yaml_text, source_yaml_text
+
+    cfg = load_scenario(study / "study.yaml")
+    copy = tmp_path / "run" / "scenario.yaml"
+    copy.parent.mkdir()
+    copy.write_text(scenario_yaml_text(cfg))
+    again = load_scenario(copy)
+    assert again.network.uplink.files() == cfg.network.uplink.files()
+    assert scenario_fingerprint(again) == scenario_fingerprint(cfg)
+    assert source_yaml_text(cfg) == (study / "study.yaml").read_text()
