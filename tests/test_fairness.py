@@ -341,3 +341,28 @@ def test_a_dropped_request_pays_for_the_bytes_it_sent_and_its_raw_input(tmp_path
     assert d["privacy"] == pytest.approx(-0.1)
     assert d["drop"] == -2.0
     assert dropped[0].utility == pytest.approx(sum(dropped[0].parts))
+
+
+def test_the_arrival_rate_feature_is_not_inflated_at_the_episode_start():
+    """The arrival-rate feature is 1 / (EWMA of arrival gaps). An EWMA started at 0 reported
+    about 1/EWMA_WEIGHT = 20 times the true rate at the first decisions; initialised by the
+    first gap, the median over many episodes of the first decision's value is that of
+    1 / Exp(rate), rate / ln 2, and it stays near the true rate after."""
+    rate = 10.0
+    env = CollabInferenceEnv(
+        toy_model({"workload.arrival": {"process": "poisson", "rate_per_s": rate}})
+    )
+    first, fifth = [], []
+    for seed in range(300):
+        env.reset(seed=seed)
+        for k in range(5):
+            value = env.raw_state_dict()["arrival_rate_per_s"]
+            if k == 0:
+                first.append(value)
+            elif k == 4:
+                fifth.append(value)
+            _, _, term, trunc, _ = env.step(int(np.flatnonzero(env.action_masks())[0]))
+            if term or trunc:
+                break
+    assert np.median(first) == pytest.approx(rate / np.log(2), rel=0.15)
+    assert 0.7 * rate < np.median(fifth) < 1.5 * rate

@@ -207,6 +207,9 @@ class Device:
         self.power_w = power_w
         self.energy_used_j = 0.0
         self.last_arrival_s = 0.0
+        #: EWMA of the gaps between this device's arrivals; 0 until the first arrival, whose
+        #: gap (from the episode start) initialises it (an EWMA started at 0 would report up
+        #: to 1/EWMA_WEIGHT times the true rate for the first tens of requests)
         self.arrival_gap_ewma_s = 0.0
         # the device's own recent inputs: id -> count within the last RECENT_INPUTS_PER_DEVICE
         self.recent_inputs: dict[int, int] = {}
@@ -478,7 +481,10 @@ class Simulator:
             self._next_id += 1
             req.seen_recently = dev.remember(req.input_id)
             gap_s = now - dev.last_arrival_s
-            dev.arrival_gap_ewma_s += EWMA_WEIGHT * (gap_s - dev.arrival_gap_ewma_s)
+            if dev.arrival_gap_ewma_s == 0.0:
+                dev.arrival_gap_ewma_s = gap_s
+            else:
+                dev.arrival_gap_ewma_s += EWMA_WEIGHT * (gap_s - dev.arrival_gap_ewma_s)
             dev.last_arrival_s = now
             self.arrived += 1
             self.in_flight += 1
