@@ -42,6 +42,24 @@ def _policy_specs(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+DEFAULT_SCENARIO = "lte-dynamic"
+
+
+def _scenario_or_runs(scenario: str | None, policies: Sequence[str]) -> str:
+    """``--scenario`` if given; else the scenario the first run directory among the policies
+    was trained on (its ``scenario.yaml``); else the default scenario."""
+    if scenario is not None:
+        return scenario
+    from edgerl.agents.rundir import SCENARIO_YAML
+
+    for p in policies:
+        run_scenario = Path(p) / SCENARIO_YAML
+        if not p.startswith(("baseline:", "planner:")) and run_scenario.is_file():
+            print(f"scenario: {run_scenario} (the one {p} was trained on)")
+            return str(run_scenario)
+    return DEFAULT_SCENARIO
+
+
 def _trace_overrides(
     files: Sequence[Path], fmt: str, column: str | None, unit: str
 ) -> tuple[str, ...]:
@@ -162,7 +180,11 @@ def curves(
 
 @app.command()
 def evaluate(
-    scenario: str = typer.Option("lte-dynamic", help="scenario name or YAML path"),
+    scenario: str = typer.Option(
+        None,
+        help="scenario name or YAML path (default: the first run directory's scenario, "
+        f"else {DEFAULT_SCENARIO})",
+    ),
     scenario_set: list[str] = typer.Option(
         [], "--set", help="scenario override dotted.key=value (repeat), e.g. reward.credit=finish"
     ),
@@ -207,11 +229,12 @@ def evaluate(
     if which not in ("best", "final"):
         raise typer.BadParameter("--which must be best or final")
     with _clear_errors():
+        specs = _policy_specs(policy)
         cfg = EvalConfig(
-            scenario=scenario,
+            scenario=_scenario_or_runs(scenario, specs),
             scenario_set=tuple(scenario_set)
             + _trace_overrides(uplink_traces, trace_format, trace_column, trace_unit),
-            policies=_policy_specs(policy),
+            policies=specs,
             seeds=_seeds(seed),
             episodes=episodes,
             horizon_s=horizon_s,
@@ -221,7 +244,7 @@ def evaluate(
             latency_source=latency_source,
         )
         doc, _ = run_evaluation(cfg, _progress_printer())
-    Console(width=220).print(rich_table(doc))
+    Console().print(rich_table(doc))
     if json_out is not None:
         print(f"wrote {write_json(doc, json_out)}")
 
@@ -231,7 +254,11 @@ def evaluate(
 
 @app.command()
 def compare(
-    scenario: str = typer.Option("lte-dynamic", help="scenario name or YAML path"),
+    scenario: str = typer.Option(
+        None,
+        help="scenario name or YAML path (default: the first run directory's scenario, "
+        f"else {DEFAULT_SCENARIO})",
+    ),
     scenario_set: list[str] = typer.Option(
         [], "--set", help="scenario override dotted.key=value (repeat), e.g. reward.credit=finish"
     ),
@@ -278,12 +305,13 @@ def compare(
     if which not in ("best", "final"):
         raise typer.BadParameter("--which must be best or final")
     with _clear_errors():
+        specs = _policy_specs(policies)
         res = run_compare(
             CompareConfig(
-                scenario=scenario,
+                scenario=_scenario_or_runs(scenario, specs),
                 scenario_set=tuple(scenario_set)
                 + _trace_overrides(uplink_traces, trace_format, trace_column, trace_unit),
-                policies=_policy_specs(policies),
+                policies=specs,
                 seeds=_seeds(seeds),
                 episodes=episodes,
                 horizon_s=horizon_s,
@@ -297,7 +325,7 @@ def compare(
             ),
             _progress_printer(),
         )
-    Console(width=220).print(rich_table(res.doc))
+    Console().print(rich_table(res.doc))
     print(f"wrote {len(res.files)} files to {res.out} in {res.wall_time_s:.1f} s")
 
 

@@ -56,6 +56,18 @@ TABLE_COLUMNS: tuple[tuple[str, str, float, int], ...] = (
     # in flight when arrivals stopped; drained afterwards and counted in every column
     ("in_flight_at_horizon_per_episode", "unfin@h", 1.0, 1),
 )
+#: The terminal table (fits 100 columns): metric and a short header; utility with its CI,
+#: the other metrics as means.
+TERMINAL_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("utility_mean", "utility"),
+    ("latency_p95_ms", "p95 ms"),
+    ("slo_hit_rate", "SLO"),
+    ("accuracy", "acc"),
+    ("energy_mj_per_request", "mJ/req"),
+    ("bytes_per_request", "kB/req"),
+    ("raw_input_left_fraction", "raw out"),
+    ("dropped_per_episode", "drop/ep"),
+)
 PLAN_DIMENSIONS = ("variant", "exit", "placement", "device-edge cut", "batch", "cache")
 MAX_TIMELINE_POLICIES = 6
 TIME_BINS = 30
@@ -145,32 +157,48 @@ def _fmt(mean: float | None, ci: Sequence[float | None] | None, scale: float, de
     return s
 
 
-def table_cells(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (strings, ``mean ± CI half-width``) of the main table."""
-    header = ["policy", *[h for _, h, _, _ in TABLE_COLUMNS]]
+def table_cells(
+    doc: dict[str, Any], metrics: Sequence[str] | None = None, ci_for: Sequence[str] | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (strings, ``mean ± CI half-width``) of the main table: every metric of
+    :data:`TABLE_COLUMNS` by default, else those named in ``metrics``; the CI for all of them,
+    or for those named in ``ci_for``."""
+    cols = [c for c in TABLE_COLUMNS if metrics is None or c[0] in metrics]
+    header = ["policy", *[h for _, h, _, _ in cols]]
     rows = []
     for lbl, pd in doc["policies"].items():
         m = pd["metrics"]
-        rows.append(
-            [lbl, *[_fmt(m[k]["mean"], m[k]["ci95"], sc, d) for k, _, sc, d in TABLE_COLUMNS]]
-        )
+        cells = [lbl]
+        for k, _, sc, d in cols:
+            ci = m[k]["ci95"] if ci_for is None or k in ci_for else None
+            cells.append(_fmt(m[k]["mean"], ci, sc, d))
+        rows.append(cells)
     return header, rows
 
 
 def rich_table(doc: dict[str, Any]) -> Any:
+    """The terminal table (:data:`TERMINAL_COLUMNS`, about 100 characters wide); the JSON and
+    the Markdown table of ``compare`` have every metric with its CI."""
+    from rich import box
     from rich.table import Table
 
-    header, rows = table_cells(doc)
+    _, rows = table_cells(doc, [m for m, _ in TERMINAL_COLUMNS], ci_for=("utility_mean",))
+    header = ["policy", *[h for _, h in TERMINAL_COLUMNS]]
     t = Table(
         title=(
             f"{doc['scenario_name']}: held-out traces, seeds {doc['seeds']}, "
             f"{doc['episodes_per_seed']} episode(s)/seed of {doc['horizon_s']:.0f} s; "
-            "mean ± 95% CI half-width"
+            "utility mean ± 95% CI half-width, other columns means"
         ),
         title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
     for i, h in enumerate(header):
-        t.add_column(h, justify="left" if i == 0 else "right", no_wrap=i == 0)
+        if i == 0:
+            t.add_column(h, overflow="fold")
+        else:
+            t.add_column(h, justify="right", no_wrap=True, min_width=len(h))
     for r in rows:
         t.add_row(*r)
     return t

@@ -87,6 +87,22 @@ def test_evaluating_a_run_on_another_scenario(tiny_run):
     one_line_error(code, out, "toy-analytic", "lte-dynamic")
 
 
+def test_evaluate_without_scenario_uses_the_run_directorys(tiny_run):
+    code, out = run(
+        "evaluate",
+        "--policy",
+        str(tiny_run),
+        "--policy",
+        "baseline:device-only",
+        "--episodes",
+        "1",
+        "--horizon-s",
+        "20",
+    )
+    assert code == 0, out
+    assert f"scenario: {tiny_run / 'scenario.yaml'}" in out and "toy-analytic" in out
+
+
 def test_planner_prefix_given_a_run_directory(tiny_run):
     code, out = run("evaluate", "--scenario", "toy-analytic", "--policy", f"planner:{tiny_run}")
     one_line_error(code, out, "training run directory", "edgerl export")
