@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from edgerl.profiles import zoo
+from edgerl.profiles.accuracy import load_accuracy_table
 from edgerl.profiles.schema import LayerProfile, find_profile, load_all
 
 MEASURED_HARDWARE = {"cpu-epyc-1t": 1, "cpu-epyc-2t": 2}  # hardware name -> threads
@@ -73,6 +74,12 @@ def test_every_zoo_variant_is_measured_on_this_machine(
 def test_shipped_accuracy_is_measured_cited_or_unknown(model: str, variant: str) -> None:
     prof = find_profile(model, variant, "cpu-epyc-1t")
     spec = zoo.get_spec(model)
+    if spec.shipped_weights:  # CIFAR-10 families: from the shipped per-input table
+        table = load_accuracy_table(model)
+        assert [x.accuracy for x in prof.exits] == list(table.top1_per_exit(variant))
+        for x in prof.exits:
+            assert x.accuracy_source.startswith("measured") and "10,000" in x.accuracy_source
+        return
     if spec.measured_accuracy:
         for x in prof.exits:
             assert x.accuracy is not None and x.accuracy > 0.5
