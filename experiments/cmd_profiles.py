@@ -1,9 +1,12 @@
-"""``edgerl models``, ``edgerl profile``, ``edgerl digits``: the zoo, its profiler, digits training.
+"""``edgerl models``, ``profile``, ``digits``, ``cifar``: the zoo, its profiler, trained families.
 
-``models`` lists every zoo family, variant, unit and exit (from the registry, no weights).
+``models`` lists every zoo family, variant, unit and exit (from the registry, no weights), and the
+measured per-exit top-1 of the families that ship an accuracy table.
 ``profile`` measures a model's units and exit heads on this machine and writes schema-v1 profiles
 (``profiles/data/<model>/<variant>/<hardware>.json`` when ``--out`` is a directory).
 ``digits`` trains ``digits_me`` and prints the held-out accuracy of every exit and variant.
+``cifar train`` trains, quantizes, prunes and measures a CIFAR-10 family and writes its accuracy
+table and weights (:mod:`edgerl.profiles.cifar`); ``cifar accuracy`` prints the shipped tables.
 
 torch and the zoo are imported inside the commands so that ``edgerl --help`` stays fast.
 """

@@ -665,27 +665,8 @@ def save_run(
             labels=result.labels,
         )
     ]
-    for v in ("fp32", "pruned"):
-        paths.append(
-            _save_npz(
-                weights_path(model, v, out_root),
-                _weights_meta(model, v, "state_dict", prov),
-                result.nets[v].state_dict(),
-            )
-        )
-    paths.append(
-        _save_npz(
-            weights_path(model, "int8", out_root),
-            _weights_meta(
-                model,
-                "int8",
-                "int8 observer statistics (zoo.PreparedInt8.observer_state) of the fp32 weights "
-                "calibrated as provenance.recipe says; load_trained converts them",
-                prov,
-            ),
-            result.prepared_int8_state,
-        )
-    )
+    paths += [save_weights(result.nets[v], out_root, prov) for v in ("fp32", "pruned")]
+    paths.append(save_int8_observers(model, result.prepared_int8_state, out_root, prov))
     return paths
 
 
