@@ -134,7 +134,7 @@ def test_trained_policy_respects_the_mask(runs, small, algo):
 def test_policy_trained_elsewhere_is_rejected_by_bind(runs):
     pol = load_run_policy(runs["ppo"].run_dir)
     other = CollabInferenceEnv(toy_model({"action_menu.batch_sizes": [1, 4]}))
-    with pytest.raises(ValueError, match="was trained on scenario .* observation features"):
+    with pytest.raises(ValueError, match=r"was trained on scenario .* observation features"):
         pol.bind(other)
 
 
