@@ -84,6 +84,9 @@ class BenchConfig:
     oracle_workers: int = 1
     search: SearchConfig = field(default_factory=SearchConfig)
     progress_bar: bool = True
+    #: where a scenario's headroom is recorded when it was evaluated as shipped (no ``--set``,
+    #: full horizon, both references); None records nothing
+    headroom_out: Path | None = None
 
 
 def _run_dir(cfg: BenchConfig, scenario: str, algo: str, seed: int, sets: tuple[str, ...]) -> Path:
@@ -204,6 +207,8 @@ def bench_scenario(cfg: BenchConfig, scenario: str) -> dict[str, Any]:
     base_u = {b: _u(doc_base, b) for b in cfg.references}
     base_wall = {b: doc_base["policies"][b]["wall_time_s"] for b in cfg.references}
     t_refs = time.perf_counter() - t0
+    if cfg.headroom_out is not None and not sets and cfg.horizon_s is None:
+        _record_headroom(cfg, scenario, doc_base, t_refs)
     learned: dict[str, Any] = {}
     final_evals: dict[str, Any] = {}
     for algo, rs in runs.items():
@@ -292,6 +297,26 @@ def bench_scenario(cfg: BenchConfig, scenario: str) -> dict[str, Any]:
         "ablations": ablations,
         "wall_time_s": {"train": t_train, "references": t_refs},
     }
+
+
+def _record_headroom(cfg: BenchConfig, scenario: str, doc: dict[str, Any], wall_s: float) -> None:
+    from edgerl.experiments.headroom import headroom_entry, record_headroom
+
+    pol = doc["policies"]
+    if cfg.headroom_out is None or not {"best-fixed", "oracle"} <= set(pol):
+        return
+    entry = headroom_entry(
+        scenario,
+        {k: pol[k]["metrics"] for k in ("best-fixed", "oracle")},
+        best_fixed_plan=pol["best-fixed"]["description"].get("plan", {}).get("name"),
+        oracle_wall_time_s=pol["oracle"]["wall_time_s"],
+        wall_time_s=wall_s,
+        eval_seeds=cfg.eval_seeds,
+        episodes=cfg.episodes,
+        oracle_window_s=cfg.oracle_window_s,
+        source=f"edgerl bench agents ({cfg.out})",
+    )
+    record_headroom({scenario: entry}, cfg.headroom_out)
 
 
 def _fmt(x: float | None, pct: bool = False) -> str:

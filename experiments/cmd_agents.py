@@ -380,6 +380,7 @@ def bench_agents(
 ) -> None:
     """Does adaptation pay? Learned agents vs best fixed, Edgent, composite and the oracle."""
     from edgerl.experiments.bench_agents import BenchConfig, run_bench
+    from edgerl.experiments.headroom import HEADROOM_FILE
 
     if which not in ("best", "final"):
         raise typer.BadParameter("--which must be best or final")
@@ -403,5 +404,6 @@ def bench_agents(
                 oracle_window_s=oracle_window_s,
                 oracle_workers=oracle_workers,
                 search=_search(3, 60.0, search_max_wall_s, 1, 0),
+                headroom_out=HEADROOM_FILE,
             )
         )

@@ -9,14 +9,16 @@ configuration an operator would pick offline; the adaptation issue calls a scena
 headroom >= 15 % a headroom scenario.
 
 ``edgerl bench headroom`` writes ``experiments/results/headroom.json`` (by default), which
-``edgerl scenarios`` reads to show each scenario's measured headroom.
+``edgerl scenarios`` reads to show each scenario's measured headroom; ``edgerl bench agents``
+records there too when it evaluates both references on a scenario as shipped. Each entry
+names its own protocol, commit and source.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,56 +60,91 @@ def measure_headroom(cfg: HeadroomConfig, scenario: str) -> dict[str, Any]:
             oracle_workers=cfg.oracle_workers,
         )
     )
-    u = {k: float(v["metrics"]["utility_mean"]["mean"]) for k, v in doc["policies"].items()}
-    fixed, oracle = u["best-fixed"], u["oracle"]
-    headroom = (oracle - fixed) / abs(fixed) if fixed != 0 else None
+    return headroom_entry(
+        scenario,
+        {k: v["metrics"] for k, v in doc["policies"].items()},
+        best_fixed_plan=doc["policies"]["best-fixed"]["description"].get("plan", {}).get("name"),
+        oracle_wall_time_s=doc["policies"]["oracle"]["wall_time_s"],
+        wall_time_s=time.perf_counter() - t0,
+        eval_seeds=cfg.eval_seeds,
+        episodes=cfg.episodes,
+        oracle_window_s=cfg.oracle_window_s,
+        source="edgerl bench headroom",
+    )
+
+
+def headroom_entry(
+    scenario: str,
+    metrics: dict[str, Any],
+    *,
+    best_fixed_plan: str | None,
+    oracle_wall_time_s: float,
+    wall_time_s: float,
+    eval_seeds: tuple[int, ...],
+    episodes: int,
+    oracle_window_s: float,
+    source: str,
+) -> dict[str, Any]:
+    """One scenario's record from the evaluation metrics of ``best-fixed`` and ``oracle``.
+
+    Each entry carries its own protocol (seeds, episodes, window), commit and source, since
+    the file merges entries measured by different commands at different times.
+    """
+    fixed = float(metrics["best-fixed"]["utility_mean"]["mean"])
+    oracle = float(metrics["oracle"]["utility_mean"]["mean"])
     model, _ = runinfo.resolve_scenario(scenario)
     return {
         "scenario": scenario,
         "scenario_fingerprint": scenario_fingerprint(model.cfg),
         "utility_best_fixed": fixed,
         "utility_oracle": oracle,
-        "headroom": headroom,
-        "best_fixed_plan": doc["policies"]["best-fixed"]["description"].get("plan", {}).get("name"),
-        "oracle_wall_time_s": doc["policies"]["oracle"]["wall_time_s"],
-        "wall_time_s": time.perf_counter() - t0,
-        "metrics": {k: v["metrics"] for k, v in doc["policies"].items()},
+        "headroom": (oracle - fixed) / abs(fixed) if fixed != 0 else None,
+        "best_fixed_plan": best_fixed_plan,
+        "eval_seeds": list(eval_seeds),
+        "episodes": episodes,
+        "oracle_window_s": oracle_window_s,
+        "oracle_wall_time_s": oracle_wall_time_s,
+        "wall_time_s": wall_time_s,
+        "source": source,
+        "git_commit": runinfo.git_commit(),
+        "created": runinfo.now_iso(),
+        "metrics": {k: metrics[k] for k in ("best-fixed", "oracle")},
     }
 
 
+def record_headroom(entries: dict[str, dict[str, Any]], out: Path = HEADROOM_FILE) -> None:
+    """Merge ``entries`` (scenario -> :func:`headroom_entry`) into ``out``; others are kept."""
+    previous = load_headroom(out)
+    merged = dict(previous.get("scenarios", {}))
+    merged.update(entries)
+    doc = {
+        "kind": HEADROOM_KIND,
+        "definition": __doc__,
+        "target": TARGET_HEADROOM,
+        "scenarios": dict(sorted(merged.items())),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+
+
 def run_headroom(cfg: HeadroomConfig) -> dict[str, Any]:
-    """Measure every scenario and merge the results into ``cfg.out`` (other entries kept)."""
+    """Measure every scenario and merge each result into ``cfg.out`` as soon as it is done."""
     from edgerl.envs.config import list_scenarios
 
     names = cfg.scenarios or tuple(list_scenarios())
-    previous = load_headroom(cfg.out)
-    entries = dict(previous.get("scenarios", {}))
+    entries: dict[str, Any] = {}
     for name in names:
         res = measure_headroom(cfg, name)
         entries[name] = res
+        record_headroom({name: res}, cfg.out)
         print(
             f"{name}: best fixed {res['utility_best_fixed']:.4f}, oracle "
             f"{res['utility_oracle']:.4f}, headroom "
             + (f"{100 * res['headroom']:+.1f} %" if res["headroom"] is not None else "n/a")
             + f" ({res['wall_time_s']:.0f} s)"
         )
-    doc = {
-        "kind": HEADROOM_KIND,
-        "definition": __doc__,
-        "config": {
-            k: (str(v) if isinstance(v, Path) else v)
-            for k, v in asdict(cfg).items()
-            if k not in ("out", "cache_dir")
-        },
-        "target": TARGET_HEADROOM,
-        "scenarios": entries,
-        "git_commit": runinfo.git_commit(),
-        "created": runinfo.now_iso(),
-    }
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    cfg.out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {cfg.out}")
-    return doc
+    return load_headroom(cfg.out)
 
 
 def load_headroom(path: Path = HEADROOM_FILE) -> dict[str, Any]:
@@ -126,6 +163,6 @@ def headroom_of(scenario: str, doc: dict[str, Any]) -> str:
         return "not measured"
     model, _ = runinfo.resolve_scenario(scenario)
     if entry.get("scenario_fingerprint") != scenario_fingerprint(model.cfg):
-        return "stale (scenario changed)"
+        return "stale"
     h = entry.get("headroom")
     return "n/a" if h is None else f"{100 * h:+.1f} %"
