@@ -124,43 +124,45 @@ def _print_measured_exits(specs: list[Any]) -> None:
 
 
 def print_profile_table(prof: LayerProfile) -> None:
-    """A rich per-unit / per-exit table of one profile."""
+    """A per-unit / per-exit table of one profile that fits a 100-column terminal: latency at
+    the smallest and the largest batch size; every batch size, shape and peak memory are in
+    the JSON file."""
     bs = prof.batch_sizes
+    shown = sorted({0, len(bs) - 1})
     t = Table(
         title=f"{prof.model}/{prof.variant} on {prof.hardware.name} "
-        f"({prof.hardware.extra.get('threads', '?')} threads): median latency per batch [ms]"
+        f"({prof.hardware.extra.get('threads', '?')} threads): median latency [ms]"
     )
-    for col in ("entry", "type", "output", "out KiB fp32/int8", "params KiB", "MFLOPs", "peak KiB"):
-        t.add_column(col)
-    for b in bs:
-        t.add_column(f"b={b}", justify="right")
-    t.add_column("accuracy", justify="right")
+    for col in ("entry", "type", "out KiB", "params KiB", "MFLOPs"):
+        t.add_column(col, justify="left" if col in ("entry", "type") else "right")
+    for i in shown:
+        t.add_column(f"b={bs[i]}", justify="right")
+    t.add_column("acc", justify="right")
     for u in prof.units:
         t.add_row(
-            u.name, u.layer_type, "x".join(map(str, u.output_shape)),
-            f"{_kib(u.output_bytes_fp32)}/{_kib(u.output_bytes_int8)}", _kib(u.params_bytes),
-            f"{u.flops / FLOPS_PER_MFLOP:,.1f}", _kib(u.peak_activation_bytes),
-            *(f"{x:.3f}" for x in u.latency_ms_median), "",
+            u.name, u.layer_type, _kib(u.output_bytes_fp32), _kib(u.params_bytes),
+            f"{u.flops / FLOPS_PER_MFLOP:,.1f}", *(f"{u.latency_ms_median[i]:.2f}" for i in shown),
+            "",
         )  # fmt: skip
     for x in prof.exits:
         acc = "?" if x.accuracy is None else f"{x.accuracy:.3f}"
+        after = prof.units[x.after_unit].name
         t.add_row(
-            f"{x.name} (after {prof.units[x.after_unit].name})", x.layer_type, "", "",
+            x.name if after in x.name else f"{x.name} (after {after})", x.layer_type, "",
             _kib(x.params_bytes), f"{x.flops / FLOPS_PER_MFLOP:,.1f}",
-            _kib(x.peak_activation_bytes), *(f"{v:.3f}" for v in x.latency_ms_median), acc,
+            *(f"{x.latency_ms_median[i]:.2f}" for i in shown), acc,
         )  # fmt: skip
     totals = [
         sum(u.latency_ms_median[i] for u in prof.units) + prof.exits[-1].latency_ms_median[i]
-        for i in range(len(bs))
+        for i in shown
     ]
-    t.add_row(
-        "total (units + final exit)", "", "", "", "", "", "", *(f"{v:.3f}" for v in totals), ""
-    )
+    t.add_row("total (units + final exit)", "", "", "", "", *(f"{v:.2f}" for v in totals), "")
     console.print(t)
     console.print(
         f"input: {prof.input_raw_bytes:,} B raw (uint8), {prof.input_tensor_bytes:,} B as tensor; "
         f"load average {prof.hardware.extra.get('load_avg_at_start')} -> "
-        f"{prof.hardware.extra.get('load_avg_at_end')}"
+        f"{prof.hardware.extra.get('load_avg_at_end')}; batch sizes {', '.join(map(str, bs))} "
+        "with shapes and peak memory in the JSON"
     )
 
 

@@ -190,3 +190,19 @@ def test_planner_scenario_mismatch_names_the_difference(tiny_run, tmp_path):
 def _other_toy(tmp_path) -> ScenarioModel:
     path = _scenario_with(tmp_path, action_menu__cut_units=[0, 3])
     return ScenarioModel.from_config(load_scenario(path))
+
+
+@pytest.mark.parametrize("model", ["mobilenetv2_me", "balexnet_c10", "resnet18_me"])
+def test_profile_table_fits_100_columns(model, monkeypatch):
+    import io
+
+    from edgerl.experiments import cmd_profiles
+    from edgerl.profiles.schema import find_profile
+    from rich.console import Console
+
+    prof = find_profile(model, "fp32", "cpu-epyc-1t")
+    buf = io.StringIO()
+    monkeypatch.setattr(cmd_profiles, "console", Console(width=300, file=buf))
+    cmd_profiles.print_profile_table(prof)
+    table = [ln for ln in buf.getvalue().splitlines() if ln.startswith(("┃", "│", "┏", "└"))]
+    assert table and max(len(ln) for ln in table) <= 100
