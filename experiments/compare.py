@@ -67,6 +67,7 @@ TERMINAL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("bytes_per_request", "kB/req"),
     ("raw_input_left_fraction", "raw out"),
     ("dropped_per_episode", "drop/ep"),
+    ("in_flight_at_horizon_per_episode", "unfin@h"),
 )
 PLAN_DIMENSIONS = ("variant", "exit", "placement", "device-edge cut", "batch", "cache")
 MAX_TIMELINE_POLICIES = 6
