@@ -177,27 +177,42 @@ def curves(
 
 # --------------------------------------------------------------------------- evaluate
 
+# Options evaluate and compare share (one definition each: the same names, defaults and help).
+_SCENARIO_OPT = typer.Option(
+    None,
+    help="scenario name or YAML path (default: the first run directory's scenario, "
+    f"else {DEFAULT_SCENARIO})",
+)
+_SET_OPT = typer.Option(
+    [], "--set", help="scenario override dotted.key=value (repeat), e.g. reward.credit=finish"
+)
+_UPLINK_TRACES_OPT = typer.Option(
+    [],
+    "--uplink-traces",
+    help="evaluate on these uplink trace files (repeat; all held out), not the scenario's",
+)
+_TRACE_FORMAT_OPT = typer.Option(
+    "auto", help="--uplink-traces format: auto | pensieve | mahimahi | csv | irish5g"
+)
+_TRACE_COLUMN_OPT = typer.Option(None, help="--uplink-traces csv/irish5g column")
+_TRACE_UNIT_OPT = typer.Option("mbps", help="--uplink-traces csv unit: mbps | kbps | bps")
+_WHICH_OPT = typer.Option("best", help="best | final model of run directories")
+_HORIZON_OPT = typer.Option(None, help="shorter episodes than the scenario's horizon")
+_LATENCY_SOURCE_OPT = typer.Option("regression", help="Neurosurgeon/Edgent: regression | profile")
+_SEARCH_EPISODES_OPT = typer.Option(3, help="best-fixed: episodes per finalist")
+_SEARCH_HORIZON_OPT = typer.Option(60.0, help="best-fixed: simulated s per episode")
+_SEARCH_MAX_WALL_OPT = typer.Option(600.0, help="best-fixed: wall-time bound")
+_SEARCH_WORKERS_OPT = typer.Option(1, help="best-fixed: worker processes")
+
 
 @app.command()
 def evaluate(
-    scenario: str = typer.Option(
-        None,
-        help="scenario name or YAML path (default: the first run directory's scenario, "
-        f"else {DEFAULT_SCENARIO})",
-    ),
-    scenario_set: list[str] = typer.Option(
-        [], "--set", help="scenario override dotted.key=value (repeat), e.g. reward.credit=finish"
-    ),
-    uplink_traces: list[Path] = typer.Option(
-        [],
-        "--uplink-traces",
-        help="evaluate on these uplink trace files (repeat; all held out), not the scenario's",
-    ),
-    trace_format: str = typer.Option(
-        "auto", help="--uplink-traces format: auto | pensieve | mahimahi | csv | irish5g"
-    ),
-    trace_column: str = typer.Option(None, help="--uplink-traces csv/irish5g column"),
-    trace_unit: str = typer.Option("mbps", help="--uplink-traces csv unit: mbps | kbps | bps"),
+    scenario: str = _SCENARIO_OPT,
+    scenario_set: list[str] = _SET_OPT,
+    uplink_traces: list[Path] = _UPLINK_TRACES_OPT,
+    trace_format: str = _TRACE_FORMAT_OPT,
+    trace_column: str = _TRACE_COLUMN_OPT,
+    trace_unit: str = _TRACE_UNIT_OPT,
     policy: list[str] = typer.Option(
         ...,
         "--policy",
@@ -210,16 +225,14 @@ def evaluate(
         ["0"], "--seed", "--seeds", help="evaluation seed(s) (repeat or comma-separate)"
     ),
     json_out: Path = typer.Option(None, "--json", help="write the metrics here"),
-    which: str = typer.Option("best", help="best | final model of run directories"),
-    horizon_s: float = typer.Option(None, help="shorter episodes than the scenario's horizon"),
-    latency_source: str = typer.Option(
-        "regression", help="Neurosurgeon/Edgent: regression | profile"
-    ),
+    which: str = _WHICH_OPT,
+    horizon_s: float = _HORIZON_OPT,
+    latency_source: str = _LATENCY_SOURCE_OPT,
     cache_dir: Path = typer.Option(None, help="best-fixed search cache (default: next to --json)"),
-    search_episodes: int = typer.Option(3, help="best-fixed: episodes per finalist"),
-    search_horizon_s: float = typer.Option(60.0, help="best-fixed: simulated s per episode"),
-    search_max_wall_s: float = typer.Option(600.0, help="best-fixed: wall-time bound"),
-    search_workers: int = typer.Option(1, help="best-fixed: worker processes"),
+    search_episodes: int = _SEARCH_EPISODES_OPT,
+    search_horizon_s: float = _SEARCH_HORIZON_OPT,
+    search_max_wall_s: float = _SEARCH_MAX_WALL_OPT,
+    search_workers: int = _SEARCH_WORKERS_OPT,
 ) -> None:
     """Evaluate policies on the held-out traces; print a table, write JSON."""
     from edgerl.experiments.compare import rich_table
@@ -254,24 +267,12 @@ def evaluate(
 
 @app.command()
 def compare(
-    scenario: str = typer.Option(
-        None,
-        help="scenario name or YAML path (default: the first run directory's scenario, "
-        f"else {DEFAULT_SCENARIO})",
-    ),
-    scenario_set: list[str] = typer.Option(
-        [], "--set", help="scenario override dotted.key=value (repeat), e.g. reward.credit=finish"
-    ),
-    uplink_traces: list[Path] = typer.Option(
-        [],
-        "--uplink-traces",
-        help="evaluate on these uplink trace files (repeat; all held out), not the scenario's",
-    ),
-    trace_format: str = typer.Option(
-        "auto", help="--uplink-traces format: auto | pensieve | mahimahi | csv | irish5g"
-    ),
-    trace_column: str = typer.Option(None, help="--uplink-traces csv/irish5g column"),
-    trace_unit: str = typer.Option("mbps", help="--uplink-traces csv unit: mbps | kbps | bps"),
+    scenario: str = _SCENARIO_OPT,
+    scenario_set: list[str] = _SET_OPT,
+    uplink_traces: list[Path] = _UPLINK_TRACES_OPT,
+    trace_format: str = _TRACE_FORMAT_OPT,
+    trace_column: str = _TRACE_COLUMN_OPT,
+    trace_unit: str = _TRACE_UNIT_OPT,
     policies: list[str] = typer.Option(
         [ALL_BASELINES],
         "--policies",
@@ -283,18 +284,16 @@ def compare(
         ["0,1,2"], "--seeds", "--seed", help="evaluation seeds (repeat or comma-separate)"
     ),
     episodes: int = typer.Option(1, help="episodes per seed"),
-    horizon_s: float = typer.Option(None, help="shorter episodes than the scenario's horizon"),
+    horizon_s: float = _HORIZON_OPT,
     out: Path = typer.Option(
         None, help="output directory (default runs/compare/<scenario>-<time>)"
     ),
-    which: str = typer.Option("best", help="best | final model of run directories"),
-    latency_source: str = typer.Option(
-        "regression", help="Neurosurgeon/Edgent: regression | profile"
-    ),
-    search_episodes: int = typer.Option(3, help="best-fixed: episodes per finalist"),
-    search_horizon_s: float = typer.Option(60.0, help="best-fixed: simulated s per episode"),
-    search_max_wall_s: float = typer.Option(600.0, help="best-fixed: wall-time bound"),
-    search_workers: int = typer.Option(1, help="best-fixed: worker processes"),
+    which: str = _WHICH_OPT,
+    latency_source: str = _LATENCY_SOURCE_OPT,
+    search_episodes: int = _SEARCH_EPISODES_OPT,
+    search_horizon_s: float = _SEARCH_HORIZON_OPT,
+    search_max_wall_s: float = _SEARCH_MAX_WALL_OPT,
+    search_workers: int = _SEARCH_WORKERS_OPT,
     plots: bool = typer.Option(True, help="write the PNG plots"),
 ) -> None:
     """Compare policies on held-out traces: table (rich/CSV/JSON/Markdown) and PNG plots."""
