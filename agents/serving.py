@@ -201,10 +201,10 @@ def bandwidth_states(model: ScenarioModel, n_states: int) -> tuple[np.ndarray, n
     bw = model.cfg.network.uplink
     if bw.constant_mbps is not None:
         return np.zeros(0), np.array([bw.constant_mbps * bw.scale])
-    from edgerl.envs.traces import load_trace_set, time_weighted_quantile
+    from edgerl.envs.sim.build import link_traces
+    from edgerl.envs.traces import time_weighted_quantile
 
-    assert bw.trace_family is not None
-    traces = load_trace_set(bw.trace_family, "train", direction=bw.direction)
+    traces = link_traces(bw, "train")
     q = [time_weighted_quantile(traces, k / n_states) * bw.scale for k in range(1, n_states)]
     reps = [
         time_weighted_quantile(traces, (k + 0.5) / n_states) * bw.scale for k in range(n_states)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from edgerl.experiments import term
 from edgerl.experiments.cli import app, bench_app
 
 #: Token of --policies that expands to every baseline.
@@ -237,7 +238,6 @@ def evaluate(
     """Evaluate policies on the held-out traces; print a table, write JSON."""
     from edgerl.experiments.compare import rich_table
     from edgerl.experiments.evaluate import EvalConfig, run_evaluation, write_json
-    from rich.console import Console
 
     if which not in ("best", "final"):
         raise typer.BadParameter("--which must be best or final")
@@ -257,7 +257,7 @@ def evaluate(
             latency_source=latency_source,
         )
         doc, _ = run_evaluation(cfg, _progress_printer())
-    Console().print(rich_table(doc))
+    term.console().print(rich_table(doc))
     if json_out is not None:
         print(f"wrote {write_json(doc, json_out)}")
 
@@ -299,7 +299,6 @@ def compare(
     """Compare policies on held-out traces: table (rich/CSV/JSON/Markdown) and PNG plots."""
     from edgerl.experiments.compare import CompareConfig, rich_table
     from edgerl.experiments.compare import compare as run_compare
-    from rich.console import Console
 
     if which not in ("best", "final"):
         raise typer.BadParameter("--which must be best or final")
@@ -324,7 +323,7 @@ def compare(
             ),
             _progress_printer(),
         )
-    Console().print(rich_table(res.doc))
+    term.console().print(rich_table(res.doc))
     print(f"wrote {len(res.files)} files to {res.out} in {res.wall_time_s:.1f} s")
 
 

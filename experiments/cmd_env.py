@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from edgerl.experiments import term
 from edgerl.experiments.cli import app, bench_app
 
 scenarios_app = typer.Typer(
@@ -57,7 +58,6 @@ def scenarios(ctx: typer.Context) -> None:
     from edgerl.envs.config import list_scenarios, load_scenario
     from edgerl.envs.registration import scenario_env_id
     from edgerl.experiments.headroom import headroom_of, load_headroom
-    from rich.console import Console
     from rich.table import Table
 
     measured = load_headroom()
@@ -74,7 +74,7 @@ def scenarios(ctx: typer.Context) -> None:
             str(cfg.devices.count),
             headroom_of(name, measured),
         )
-    console = Console(width=max(100, Console().width))
+    console = term.console()
     console.print(table)
     for name, cfg in cfgs.items():
         console.print(f"[bold]{name}[/bold]: {cfg.description}")

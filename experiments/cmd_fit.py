@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from edgerl.experiments import term
 from edgerl.experiments.cli import app
 from edgerl.profiles.schema import (
     DATA_DIR,
@@ -30,10 +31,9 @@ from edgerl.profiles.schema import (
     profile_path,
     save_profile,
 )
-from rich.console import Console
 from rich.table import Table
 
-console = Console()
+console = term.console()
 
 MATMUL_N = 2048  # square fp32 matrices of the host matmul probe
 COPY_MIB = 256  # size of the host copy-bandwidth probe [MiB]

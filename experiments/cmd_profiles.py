@@ -20,15 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from edgerl.experiments import term
 from edgerl.experiments.cli import app
-from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
     from edgerl.profiles.schema import LayerProfile
 
-NON_TTY_WIDTH = 200  # columns when output is redirected (rich would default to 80)
-console = Console(width=None if sys.stdout.isatty() else NON_TTY_WIDTH)
+console = term.console()
 
 BYTES_PER_KIB = 1024
 FLOPS_PER_MFLOP = 1e6

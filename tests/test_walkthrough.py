@@ -60,10 +60,10 @@ def test_walkthrough(study: Path) -> None:
     assert set(ev["policies"]) == {f"maskable_ppo:{run.name}"}
     out = _ok(
         "compare", "--scenario", f"{d}/study.yaml", "--policies",
-        f"{run},baseline:device-only,baseline:edgent", "--seeds", "100", "--episodes", "1",
-        "--horizon-s", "10", "--out", f"{d}/cmp", "--no-plots",
+        f"{run},baseline:device-only,baseline:edgent,baseline:edgent-dynamic",
+        "--seeds", "100", "--episodes", "1", "--horizon-s", "10", "--out", f"{d}/cmp", "--no-plots",
     )  # fmt: skip
-    assert "device-only" in out and "edgent" in out
+    assert "device-only" in out and "edgent-dynamic" in out  # its bandwidth map: the user's traces
     _ok("export", str(run), "--out", f"{d}/planner", "--parity", "200")
     state = _ok("plan", f"{d}/planner", "--example-state")
     (d / "state.json").write_text(state)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from edgerl.envs.config import BandwidthConfig, ConfigError, ScenarioConfig, load_scenario
@@ -23,6 +23,9 @@ from edgerl.envs.plans import (
 from edgerl.envs.sim.network import BandwidthSource, ConstantBandwidth
 from edgerl.envs.sim.simulator import MeasuredAnswers, Simulator, offset_source
 from edgerl.envs.sim.streams import RandomStreams, SeedLike
+
+if TYPE_CHECKING:
+    from edgerl.envs.traces import BandwidthTrace
 
 Split = Literal["train", "eval"]
 
@@ -93,16 +96,13 @@ def scenario_model(name_or_path: str) -> ScenarioModel:
     return ScenarioModel.from_config(load_scenario(name_or_path))
 
 
-def _sources(
-    bw: BandwidthConfig, n: int, split: Split, rng: np.random.Generator
-) -> list[BandwidthSource]:
-    if bw.constant_mbps is not None:
-        return [ConstantBandwidth(bw.constant_mbps * bw.scale) for _ in range(n)]
+def link_traces(bw: BandwidthConfig, split: Split) -> list[BandwidthTrace]:
+    """The traces of a trace-driven link for ``split``: the user's files or a shipped family."""
     from edgerl.envs.traces import load_trace_set, user_trace_set  # numpy-only module
 
     try:
         if bw.trace_files:
-            traces = user_trace_set(
+            return user_trace_set(
                 bw.files(),
                 split,
                 fmt=bw.format,
@@ -111,12 +111,20 @@ def _sources(
                 eval_files=bw.eval_files,
                 eval_share=bw.eval_share,
             )
-        else:
-            assert bw.trace_family is not None
-            traces = load_trace_set(bw.trace_family, split, direction=bw.direction)
+        if bw.trace_family is None:
+            raise ValueError("neither trace_files nor trace_family is set")
+        return load_trace_set(bw.trace_family, split, direction=bw.direction)
     except (KeyError, ValueError) as exc:
         what = f"trace_family {bw.trace_family!r}" if bw.trace_family else "trace_files"
         raise ConfigError(f"bandwidth {what}: {exc}") from exc
+
+
+def _sources(
+    bw: BandwidthConfig, n: int, split: Split, rng: np.random.Generator
+) -> list[BandwidthSource]:
+    if bw.constant_mbps is not None:
+        return [ConstantBandwidth(bw.constant_mbps * bw.scale) for _ in range(n)]
+    traces = link_traces(bw, split)
     out: list[BandwidthSource] = []
     for _ in range(n):
         tr = traces[int(rng.integers(len(traces)))]

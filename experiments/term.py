@@ -1,0 +1,18 @@
+"""The console the commands print their tables with.
+
+Tables are designed for a 100-column terminal. On a terminal rich uses its width; when the
+output is redirected (a pipe, a log file, CI) rich would assume 80 columns and fold or drop
+columns, so redirected output gets :data:`REDIRECTED_WIDTH` columns instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+REDIRECTED_WIDTH = 100
+
+
+def console() -> Console:
+    return Console(width=None if sys.stdout.isatty() else REDIRECTED_WIDTH)
