@@ -2,7 +2,8 @@
 
 Tables are designed for a 100-column terminal. On a terminal rich uses its width; when the
 output is redirected (a pipe, a log file, CI) rich would assume 80 columns and fold or drop
-columns, so redirected output gets :data:`REDIRECTED_WIDTH` columns instead.
+columns, so redirected output gets :data:`REDIRECTED_WIDTH` columns instead: tables keep their
+natural width (about 100) and one-line messages stay on one line.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 
 from rich.console import Console
 
-REDIRECTED_WIDTH = 100
+REDIRECTED_WIDTH = 200
 
 
 def console() -> Console:
