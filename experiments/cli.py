@@ -30,6 +30,9 @@ import edgerl.experiments.cmd_user_models  # noqa: E402, F401
 
 
 def main() -> None:
+    from edgerl.experiments import runinfo
+
+    runinfo.git_commit()  # the commit this process runs, before a long job may outlive it
     app()
 
 

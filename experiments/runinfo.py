@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import shlex
 import subprocess
@@ -27,8 +28,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 GIT_TIMEOUT_S = 10.0
 
 
+@functools.cache
 def git_commit(repo: Path = REPO_ROOT) -> str:
-    """``<sha>`` of HEAD, ``<sha>-dirty`` with uncommitted changes, ``unknown`` without git."""
+    """``<sha>`` of HEAD, ``<sha>-dirty`` with uncommitted changes, ``unknown`` without git.
+
+    Read once per process (the ``edgerl`` command reads it at start-up): results written at
+    the end of a long run name the code the run started with, even if the checkout has
+    moved on meanwhile.
+    """
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"],

@@ -67,3 +67,21 @@ def test_an_unreadable_file_reads_as_empty(tmp_path):
     bad.write_text("{not json")
     assert load_headroom(bad) == {}
     assert headroom_of("toy-analytic", load_headroom(bad)) == "not measured"
+
+
+def test_the_commit_is_read_once_per_process(tmp_path):
+    """Results written at the end of a long run name the code it started with."""
+    import subprocess
+
+    from edgerl.experiments import runinfo
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "a")
+    first = runinfo.git_commit(tmp_path)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "b")
+    assert runinfo.git_commit(tmp_path) == first
+    runinfo.git_commit.cache_clear()
+    assert runinfo.git_commit(tmp_path) != first
