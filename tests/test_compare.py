@@ -118,3 +118,4 @@ def test_demo_end_to_end_on_the_toy_scenario(tmp_path):
     assert len(doc["policies"]) == 1 + len(list_baselines(include_expensive=False))
     assert summary["total_wall_time_s"] > summary["train_wall_time_s"] > 0
     assert (tmp_path / "demo_summary.json").is_file()
+    assert summary["eval_horizon_simulated_s"] == doc["horizon_s"] == 120.0
