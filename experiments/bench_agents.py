@@ -207,7 +207,7 @@ def bench_scenario(cfg: BenchConfig, scenario: str) -> dict[str, Any]:
     base_u = {b: _u(doc_base, b) for b in cfg.references}
     base_wall = {b: doc_base["policies"][b]["wall_time_s"] for b in cfg.references}
     t_refs = time.perf_counter() - t0
-    if cfg.headroom_out is not None and not sets and cfg.horizon_s is None:
+    if not sets and cfg.horizon_s is None:
         _record_headroom(cfg, scenario, doc_base, t_refs)
     learned: dict[str, Any] = {}
     final_evals: dict[str, Any] = {}

@@ -132,10 +132,8 @@ def run_headroom(cfg: HeadroomConfig) -> dict[str, Any]:
     from edgerl.envs.config import list_scenarios
 
     names = cfg.scenarios or tuple(list_scenarios())
-    entries: dict[str, Any] = {}
     for name in names:
         res = measure_headroom(cfg, name)
-        entries[name] = res
         record_headroom({name: res}, cfg.out)
         print(
             f"{name}: best fixed {res['utility_best_fixed']:.4f}, oracle "
