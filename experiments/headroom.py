@@ -99,6 +99,7 @@ def headroom_entry(
         "utility_best_fixed": fixed,
         "utility_oracle": oracle,
         "headroom": (oracle - fixed) / abs(fixed) if fixed != 0 else None,
+        "headroom_abs_utility": oracle - fixed,
         "best_fixed_plan": best_fixed_plan,
         "eval_seeds": list(eval_seeds),
         "episodes": episodes,
@@ -139,6 +140,7 @@ def run_headroom(cfg: HeadroomConfig) -> dict[str, Any]:
             f"{name}: best fixed {res['utility_best_fixed']:.4f}, oracle "
             f"{res['utility_oracle']:.4f}, headroom "
             + (f"{100 * res['headroom']:+.1f} %" if res["headroom"] is not None else "n/a")
+            + f" ({res['headroom_abs_utility']:+.4f} utility/request)"
             + f" ({res['wall_time_s']:.0f} s)"
         )
     print(f"wrote {cfg.out}")
@@ -154,13 +156,34 @@ def load_headroom(path: Path = HEADROOM_FILE) -> dict[str, Any]:
     return doc if isinstance(doc, dict) and doc.get("kind") == HEADROOM_KIND else {}
 
 
-def headroom_of(scenario: str, doc: dict[str, Any]) -> str:
-    """The table cell for ``scenario``: its headroom, or why there is none."""
+def _current_entry(scenario: str, doc: dict[str, Any]) -> dict[str, Any] | str:
+    """``scenario``'s entry if it was measured on the scenario as it is now, else why not."""
     entry = doc.get("scenarios", {}).get(scenario)
     if entry is None:
         return "not measured"
     model, _ = runinfo.resolve_scenario(scenario)
     if entry.get("scenario_fingerprint") != scenario_fingerprint(model.cfg):
         return "stale"
+    return dict(entry)
+
+
+def headroom_of(scenario: str, doc: dict[str, Any]) -> str:
+    """The table cell for ``scenario``: its (relative) headroom, or why there is none."""
+    entry = _current_entry(scenario, doc)
+    if isinstance(entry, str):
+        return entry
     h = entry.get("headroom")
     return "n/a" if h is None else f"{100 * h:+.1f} %"
+
+
+def headroom_abs_of(scenario: str, doc: dict[str, Any]) -> str:
+    """The table cell for ``scenario``'s absolute headroom, oracle - best fixed (utility per
+    request; derived from the two utilities for entries written before it was recorded).
+
+    The relative headroom divides by |best fixed|, so it says little when the best fixed
+    plan's utility is near zero; the absolute one stays on the reward's scale."""
+    entry = _current_entry(scenario, doc)
+    if isinstance(entry, str):
+        return entry
+    diff = float(entry["utility_oracle"]) - float(entry["utility_best_fixed"])
+    return f"{diff:+.3f}"

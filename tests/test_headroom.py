@@ -6,6 +6,7 @@ import json
 
 from edgerl.experiments.headroom import (
     HEADROOM_KIND,
+    headroom_abs_of,
     headroom_entry,
     headroom_of,
     load_headroom,
@@ -38,6 +39,17 @@ def test_headroom_is_relative_to_the_magnitude_of_best_fixed():
     assert abs(_entry("toy-analytic", -0.5, -0.4)["headroom"] - 0.2) < 1e-12
     assert abs(_entry("toy-analytic", 0.5, 0.6)["headroom"] - 0.2) < 1e-12
     assert _entry("toy-analytic", 0.0, 0.1)["headroom"] is None
+
+
+def test_absolute_headroom_stays_on_the_reward_scale(tmp_path):
+    """Near a best-fixed utility of 0 the relative figure explodes; the absolute one does not."""
+    e = _entry("toy-analytic", 0.002, 0.074)
+    assert e["headroom"] > 30 and abs(e["headroom_abs_utility"] - 0.072) < 1e-12
+    doc = {"scenarios": {"toy-analytic": e}}
+    assert headroom_abs_of("toy-analytic", doc) == "+0.072"
+    old = {k: v for k, v in e.items() if k != "headroom_abs_utility"}  # written before the key
+    assert headroom_abs_of("toy-analytic", {"scenarios": {"toy-analytic": old}}) == "+0.072"
+    assert headroom_abs_of("hsdpa-mobile", doc) == "not measured"
 
 
 def test_record_merges_and_each_entry_keeps_its_protocol(tmp_path):
