@@ -34,15 +34,23 @@ it is not a global optimum either: one plan per window, chosen greedily window b
 Cost: ``n_windows * n_candidates * (1 + n_devices)`` forks (``n_windows * n_candidates``
 with one device), each simulating ``window_s + lookahead_s`` seconds and draining, plus one
 pass of the episode; ``workers`` children run at a time (measured per scenario in README).
+A fork costs more the larger the forking process is (page tables copied, pages copied on
+write, the address space torn down at the child's exit), so :class:`HindsightWindowOracle`
+plans in a freshly spawned interpreter (numpy, SimPy and the simulator only) when torch is
+loaded in this one (``isolate="auto"``), as in any command that also trains or evaluates
+learned policies. ``edgerl bench oracle`` measures both side by side.
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import struct
+import sys
 from collections.abc import Sequence
-from typing import Any
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Literal
 
 import numpy as np
 from edgerl.agents.base import BasePolicy
@@ -187,11 +195,40 @@ def window_schedule(
     return committed
 
 
+Isolate = Literal["auto", "always", "never"]
+
+
+def heavy_modules_loaded() -> bool:
+    """Whether this process holds torch, which makes every fork several times dearer."""
+    return "torch" in sys.modules
+
+
+def window_schedule_isolated(
+    model: ScenarioModel,
+    entropy: int,
+    split: Split,
+    window_s: float = DEFAULT_WINDOW_S,
+    lookahead_s: float | None = None,
+    candidates: Sequence[int] | None = None,
+    workers: int = 1,
+) -> list[Assignment]:
+    """:func:`window_schedule`, computed in a freshly spawned interpreter that imports only
+    the simulator, so that its forks copy a small process (the model is pickled over)."""
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        fut = pool.submit(
+            window_schedule, model, entropy, split, window_s, lookahead_s, candidates, workers
+        )
+        return fut.result()
+
+
 class HindsightWindowOracle(BasePolicy):
     """Per window, the best single plan given the true future (see the module docstring).
 
     A reference, not a deployable policy: at each episode start (``reset``) it rebuilds the
-    episode the env is running from its seed and plans every window with forks.
+    episode the env is running from its seed and plans every window with forks. ``isolate``:
+    plan in a freshly spawned interpreter (``"always"``), in this process (``"never"``), or
+    in a spawned one only when torch is loaded here (``"auto"``); the schedule is the same.
     """
 
     name = "oracle"
@@ -202,12 +239,16 @@ class HindsightWindowOracle(BasePolicy):
         lookahead_s: float | None = None,
         candidates: Sequence[int] | None = None,
         workers: int = 1,
+        isolate: Isolate = "auto",
     ) -> None:
         super().__init__()
+        if isolate not in ("auto", "always", "never"):
+            raise ValueError(f"isolate must be 'auto', 'always' or 'never', got {isolate!r}")
         self.window_s = window_s
         self.lookahead_s = lookahead_s
         self.candidates = candidates
         self.workers = workers
+        self.isolate = isolate
         self.schedule: list[Assignment] = []
         self._entropy: int | None = None
 
@@ -217,7 +258,11 @@ class HindsightWindowOracle(BasePolicy):
             raise RuntimeError("oracle: reset the env before the policy")
         if self._entropy != env.episode_entropy or not self.schedule:
             self._entropy = env.episode_entropy
-            self.schedule = window_schedule(
+            isolated = self.isolate == "always" or (
+                self.isolate == "auto" and heavy_modules_loaded()
+            )
+            plan = window_schedule_isolated if isolated else window_schedule
+            self.schedule = plan(
                 env.model,
                 env.episode_entropy,
                 env.split,

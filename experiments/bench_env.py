@@ -14,16 +14,15 @@ end), to show that memory stays flat over long runs.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgerl.experiments import runinfo
 
 
 @dataclass(frozen=True)
@@ -122,17 +121,9 @@ def run_env_bench(
         rss_start_mb=rss0,
         rss_end_mb=rss1,
         rss_growth_mb=rss1 - rss0,
-        machine={
-            "python": platform.python_version(),
-            "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-            "load_avg_1m": os.getloadavg()[0],
-        },
+        machine=runinfo.machine_info(),
     )
 
 
 def write_json(result: EnvBenchResult, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(asdict(result), indent=1) + "\n", encoding="utf-8")
-    return p
+    return runinfo.write_result_json(result, path)

@@ -134,6 +134,30 @@ def bench_env(
     print(f"wrote {write_json(r, out)}")
 
 
+@bench_app.command("oracle")
+def bench_oracle(
+    scenario: str = typer.Option("camera-lte", help="scenario name or YAML path"),
+    horizon_s: float = typer.Option(30.0, help="episode length planned [s]"),
+    window_s: float = typer.Option(2.0, help="the oracle's window [s]"),
+    seed: int = typer.Option(100, help="episode seed (held-out traces)"),
+    rounds: int = typer.Option(3, help="interleaved rounds of the torch-loaded modes"),
+    out: Path = typer.Option(Path("bench/oracle.json"), help="JSON result file"),
+) -> None:
+    """The hindsight oracle's planning time: lean process, torch loaded, spawned interpreter."""
+    from edgerl.experiments.bench_oracle import run_oracle_bench, write_json
+    from edgerl.experiments.errors import clear_errors
+
+    with clear_errors():
+        r = run_oracle_bench(scenario, horizon_s, window_s, seed, rounds)
+    print(
+        f"{r.scenario}: {r.windows} windows x {r.candidates} candidate plans, "
+        f"same schedule in every mode: {r.same_schedule}"
+    )
+    for mode, wall in r.median_wall_s.items():
+        print(f"{mode:13s} median {wall:7.2f} s   speed-up vs torch {r.speedup_vs_torch[mode]:.2f}")
+    print(f"wrote {write_json(r, out)}")
+
+
 NAME_WIDTH = 40  # characters of a file name in `edgerl traces check` (a 100-column row)
 
 traces_app = typer.Typer(

@@ -18,12 +18,13 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import typer
+from edgerl.experiments import runinfo
 from edgerl.experiments.cli import app, bench_app
 
 if TYPE_CHECKING:
@@ -415,10 +416,7 @@ def _hot_loop(decide: Callable[[Any], int], args: list[Any], warmup: int) -> np.
 
 
 def write_json(result: PlannerBenchResult, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(asdict(result), indent=1) + "\n", encoding="utf-8")
-    return p
+    return runinfo.write_result_json(result, path)
 
 
 @bench_app.command("planner")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import functools
+import json
+import os
 import platform
 import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from edgerl.envs.config import load_scenario
 from edgerl.envs.sim.build import ScenarioModel, scenario_model
@@ -67,6 +71,24 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[key] = "not installed"
     return out
+
+
+def machine_info() -> dict[str, Any]:
+    """What a benchmark result records of the machine it ran on (load: it is shared)."""
+    return {
+        "python": platform.python_version(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_1m": os.getloadavg()[0],
+    }
+
+
+def write_result_json(result: Any, path: str | Path) -> Path:
+    """Write a benchmark's result dataclass as indented JSON (folders created); the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(asdict(result), indent=1) + "\n", encoding="utf-8")
+    return p
 
 
 def now_iso() -> str:

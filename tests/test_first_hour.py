@@ -35,6 +35,14 @@ def test_bench_env_unknown_scenario():
 
 @pytest.mark.parametrize(
     ("args", "needle"),
+    [(["--scenario", "nope"], "nope"), (["--rounds", "0"], "--rounds")],
+)
+def test_bench_oracle_bad_options(args, needle):
+    one_line_error(*run("bench", "oracle", *args), needle)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
     [
         (["--episodes", "0"], "--episodes"),
         (["--horizon-s", "-5"], "--horizon-s"),

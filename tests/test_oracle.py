@@ -143,3 +143,31 @@ def test_oracle_gives_each_device_its_own_plan(monkeypatch):
     (plans,) = window_schedule(model, 4, "train", window_s=10.0)
     first, second = (model.plans[i] for i in plans)
     assert first.offloads and not second.offloads
+
+
+def test_planning_in_a_spawned_interpreter_gives_the_same_schedule():
+    """``isolate``: the oracle may plan in a fresh interpreter (cheaper forks when torch is
+    loaded here); the model is pickled over and the schedule must not change."""
+    model = toy_model({"horizon_s": 20.0, "workload.arrival.rate_per_s": 2.0})
+    here = window_schedule(model, 7, "train", window_s=5.0)
+    assert oracle_mod.window_schedule_isolated(model, 7, "train", window_s=5.0) == here
+
+
+def test_isolate_is_checked_and_auto_follows_torch(monkeypatch):
+    with pytest.raises(ValueError, match="isolate"):
+        HindsightWindowOracle(isolate="sometimes")  # type: ignore[arg-type]
+    model = toy_model({"horizon_s": 10.0, "workload.arrival.rate_per_s": 1.0})
+    used = []
+    monkeypatch.setattr(
+        oracle_mod, "window_schedule_isolated", lambda *a: used.append("isolated") or [(0,)] * 2
+    )
+    monkeypatch.setattr(oracle_mod, "window_schedule", lambda *a: used.append("here") or [(0,)] * 2)
+    for loaded, expected in ((True, "isolated"), (False, "here")):
+        monkeypatch.setattr(oracle_mod, "heavy_modules_loaded", lambda v=loaded: v)
+        used.clear()
+        evaluate(model, HindsightWindowOracle(window_s=5.0), seeds=[0], episodes=1)
+        assert used == [expected]
+    monkeypatch.setattr(oracle_mod, "heavy_modules_loaded", lambda: True)
+    used.clear()
+    evaluate(model, HindsightWindowOracle(window_s=5.0, isolate="never"), seeds=[0], episodes=1)
+    assert used == ["here"]
