@@ -35,6 +35,7 @@ from edgerl.agents.best_fixed import SearchConfig
 from edgerl.agents.evaluation import t_interval
 from edgerl.agents.rundir import RUN_JSON, RunDirError, Which, read_run
 from edgerl.experiments import runinfo
+from edgerl.experiments.errors import OptionError
 
 REFERENCE_BASELINES = (
     "best-fixed",
@@ -178,6 +179,28 @@ def _reference_variant(scenario: str, sets: tuple[str, ...]) -> str:
     return reference_variant(model)
 
 
+def ablation_overrides(name: str, scenario: str, sets: tuple[str, ...]) -> tuple[str, ...]:
+    """The overrides that freeze one knob for ablation ``name``: a key of ``ABLATIONS``, or
+    ``one-variant=VARIANT`` (that variant alone; plain ``one-variant`` keeps the reference
+    variant, the most accurate one)."""
+    base, _, variant = name.partition("=")
+    if base not in ABLATIONS or (variant and base != "one-variant"):
+        raise OptionError(
+            f"--ablations: unknown ablation {name!r}; choose from {', '.join(ABLATIONS)} "
+            "or one-variant=VARIANT"
+        )
+    if base == "one-variant":
+        model, _ = runinfo.resolve_scenario(scenario, sets)
+        variants = model.cfg.model.variants
+        if variant and variant not in variants:
+            raise OptionError(
+                f"--ablations: {name!r}: scenario {scenario} has no variant {variant!r} "
+                f"(its variants: {', '.join(variants)})"
+            )
+        variant = variant or _reference_variant(scenario, sets)
+    return tuple(s.format(ref=variant) for s in ABLATIONS[base])
+
+
 def bench_scenario(cfg: BenchConfig, scenario: str) -> dict[str, Any]:
     from edgerl.agents.baselines import BaselineOptions  # noqa: F401 (documents the options)
     from edgerl.experiments.evaluate import EvalConfig, run_evaluation
@@ -267,11 +290,8 @@ def bench_scenario(cfg: BenchConfig, scenario: str) -> dict[str, Any]:
     usage_md = knob_usage_markdown(usage, f"{scenario}: {best_algo} ({cfg.which} models)")
     # ablations: the best algorithm retrained with one knob frozen
     ablations: dict[str, Any] = {}
-    ref_variant = _reference_variant(scenario, sets) if cfg.ablations else ""
     for name in cfg.ablations:
-        if name not in ABLATIONS:
-            raise ValueError(f"unknown ablation {name!r}; choose from {', '.join(ABLATIONS)}")
-        abl_sets = sets + tuple(s.format(ref=ref_variant) for s in ABLATIONS[name])
+        abl_sets = sets + ablation_overrides(name, scenario, sets)
         rs = [_train_or_reuse(cfg, scenario, best_algo, s, abl_sets) for s in cfg.train_seeds]
         summ, _ = _evaluate_runs(cfg, scenario, abl_sets, rs, cfg.which)
         g, note = _gain(summ["utility_mean"], u)
@@ -380,6 +400,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
+    for scenario in cfg.scenarios:  # a misspelt ablation fails now, not after the trainings
+        for name in cfg.ablations:
+            ablation_overrides(name, scenario, cfg.scenario_set)
     t0 = time.perf_counter()
     results = [bench_scenario(cfg, s) for s in cfg.scenarios]
     doc = {

@@ -370,7 +370,7 @@ def bench_agents(
     ablations: str = typer.Option(
         "",
         help="retrain with one knob frozen: no-exits,no-batching,no-cache,one-variant,"
-        "device-only (comma-separated)",
+        "device-only, or one-variant=VARIANT (comma-separated)",
     ),
     oracle_window_s: float = typer.Option(2.0, help="the hindsight oracle's window [s]"),
     oracle_workers: int = typer.Option(1, help="the oracle's concurrent simulator forks"),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from edgerl.agents.best_fixed import SearchConfig
-from edgerl.experiments.bench_agents import ABLATIONS, BenchConfig, run_bench
+from edgerl.experiments.bench_agents import ABLATIONS, BenchConfig, ablation_overrides, run_bench
+from edgerl.experiments.errors import OptionError
 from edgerl.experiments.knobs import TERCILES
 
 
@@ -44,3 +46,21 @@ def test_bench_agents_smoke(tmp_path):
     assert json.loads(cfg.out.read_text())["kind"] == "edgerl.bench_agents"
     report = cfg.out.with_suffix(".md").read_text()
     assert "device-only" in report and "headroom" in report
+
+
+def test_ablation_overrides_name_the_variant_and_fail_early(tmp_path):
+    assert ablation_overrides("one-variant=int8", "camera-lte", ()) == ("model.variants=[int8]",)
+    assert ablation_overrides("one-variant", "camera-lte", ()) == ("model.variants=[fp32]",)
+    assert ablation_overrides("no-batching", "camera-lte", ()) == ABLATIONS["no-batching"]
+    with pytest.raises(OptionError, match=r"no variant 'int4'.*fp32, int8, r160"):
+        ablation_overrides("one-variant=int4", "camera-lte", ())
+    for bad in ("no-exit", "device-only=int8"):
+        with pytest.raises(OptionError, match="unknown ablation"):
+            ablation_overrides(bad, "camera-lte", ())
+    # checked before anything is trained
+    cfg = BenchConfig(
+        scenarios=("toy-analytic",), ablations=("no-exit",), runs_dir=tmp_path / "runs"
+    )
+    with pytest.raises(OptionError, match="no-exit"):
+        run_bench(cfg)
+    assert not (tmp_path / "runs").exists()
