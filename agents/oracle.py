@@ -161,9 +161,17 @@ def window_schedule(
     lookahead_s: float | None = None,
     candidates: Sequence[int] | None = None,
     workers: int = 1,
+    spawn: bool = False,
 ) -> list[Assignment]:
     """The oracle's plan for every window and device of the episode seeded with ``entropy``:
-    ``schedule[k][d]`` is device ``d``'s plan in window ``k``."""
+    ``schedule[k][d]`` is device ``d``'s plan in window ``k``. ``spawn``: compute it in a
+    freshly spawned interpreter that imports only the simulator, so that its forks copy a
+    small process (the model is pickled over); the schedule is the same."""
+    if spawn:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            args = (model, entropy, split, window_s, lookahead_s, candidates, workers)
+            return pool.submit(window_schedule, *args).result()
     if window_s <= 0:
         raise ValueError(f"window_s must be > 0, got {window_s}")
     look = 0.0 if lookahead_s is None else lookahead_s
@@ -203,25 +211,6 @@ def heavy_modules_loaded() -> bool:
     return "torch" in sys.modules
 
 
-def window_schedule_isolated(
-    model: ScenarioModel,
-    entropy: int,
-    split: Split,
-    window_s: float = DEFAULT_WINDOW_S,
-    lookahead_s: float | None = None,
-    candidates: Sequence[int] | None = None,
-    workers: int = 1,
-) -> list[Assignment]:
-    """:func:`window_schedule`, computed in a freshly spawned interpreter that imports only
-    the simulator, so that its forks copy a small process (the model is pickled over)."""
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        fut = pool.submit(
-            window_schedule, model, entropy, split, window_s, lookahead_s, candidates, workers
-        )
-        return fut.result()
-
-
 class HindsightWindowOracle(BasePolicy):
     """Per window, the best single plan given the true future (see the module docstring).
 
@@ -258,11 +247,8 @@ class HindsightWindowOracle(BasePolicy):
             raise RuntimeError("oracle: reset the env before the policy")
         if self._entropy != env.episode_entropy or not self.schedule:
             self._entropy = env.episode_entropy
-            isolated = self.isolate == "always" or (
-                self.isolate == "auto" and heavy_modules_loaded()
-            )
-            plan = window_schedule_isolated if isolated else window_schedule
-            self.schedule = plan(
+            spawn = self.isolate == "always" or (self.isolate == "auto" and heavy_modules_loaded())
+            self.schedule = window_schedule(
                 env.model,
                 env.episode_entropy,
                 env.split,
@@ -270,6 +256,7 @@ class HindsightWindowOracle(BasePolicy):
                 self.lookahead_s,
                 self.candidates,
                 self.workers,
+                spawn,
             )
 
     def predict(

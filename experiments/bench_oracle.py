@@ -57,7 +57,7 @@ def run_oracle_bench(
     rounds: int = 3,
     progress: Callable[[str], None] = print,
 ) -> OracleBenchResult:
-    from edgerl.agents.oracle import window_schedule, window_schedule_isolated
+    from edgerl.agents.oracle import window_schedule
 
     for option, value in (
         ("--horizon-s", horizon_s),
@@ -85,7 +85,7 @@ def run_oracle_bench(
 
     for _ in range(rounds):
         timed("torch", lambda: window_schedule(model, seed, "eval", window_s))
-        timed("isolated", lambda: window_schedule_isolated(model, seed, "eval", window_s))
+        timed("isolated", lambda: window_schedule(model, seed, "eval", window_s, spawn=True))
     med = {m: statistics.median(w) for m, w in walls.items()}
     return OracleBenchResult(
         scenario=scenario,

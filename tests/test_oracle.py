@@ -150,7 +150,7 @@ def test_planning_in_a_spawned_interpreter_gives_the_same_schedule():
     loaded here); the model is pickled over and the schedule must not change."""
     model = toy_model({"horizon_s": 20.0, "workload.arrival.rate_per_s": 2.0})
     here = window_schedule(model, 7, "train", window_s=5.0)
-    assert oracle_mod.window_schedule_isolated(model, 7, "train", window_s=5.0) == here
+    assert window_schedule(model, 7, "train", window_s=5.0, spawn=True) == here
 
 
 def test_isolate_is_checked_and_auto_follows_torch(monkeypatch):
@@ -158,10 +158,12 @@ def test_isolate_is_checked_and_auto_follows_torch(monkeypatch):
         HindsightWindowOracle(isolate="sometimes")  # type: ignore[arg-type]
     model = toy_model({"horizon_s": 10.0, "workload.arrival.rate_per_s": 1.0})
     used = []
-    monkeypatch.setattr(
-        oracle_mod, "window_schedule_isolated", lambda *a: used.append("isolated") or [(0,)] * 2
-    )
-    monkeypatch.setattr(oracle_mod, "window_schedule", lambda *a: used.append("here") or [(0,)] * 2)
+
+    def schedule(*args):
+        used.append("isolated" if args[-1] else "here")
+        return [(0,)] * 2
+
+    monkeypatch.setattr(oracle_mod, "window_schedule", schedule)
     for loaded, expected in ((True, "isolated"), (False, "here")):
         monkeypatch.setattr(oracle_mod, "heavy_modules_loaded", lambda v=loaded: v)
         used.clear()
