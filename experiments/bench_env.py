@@ -18,7 +18,6 @@ import os
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -123,7 +122,3 @@ def run_env_bench(
         rss_growth_mb=rss1 - rss0,
         machine=runinfo.machine_info(),
     )
-
-
-def write_json(result: EnvBenchResult, path: str | Path) -> Path:
-    return runinfo.write_result_json(result, path)

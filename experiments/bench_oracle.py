@@ -18,11 +18,9 @@ repeated ``rounds`` times, interleaved, and their medians compared (the machine 
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from edgerl.experiments import runinfo
@@ -57,7 +55,7 @@ def run_oracle_bench(
     rounds: int = 3,
     progress: Callable[[str], None] = print,
 ) -> OracleBenchResult:
-    from edgerl.agents.oracle import window_schedule
+    from edgerl.agents.oracle import heavy_modules_loaded, window_schedule
 
     for option, value in (
         ("--horizon-s", horizon_s),
@@ -66,7 +64,7 @@ def run_oracle_bench(
     ):
         check_positive(option, value)
     model, _ = runinfo.resolve_scenario(scenario, [f"horizon_s={horizon_s}"])
-    if "torch" in sys.modules:
+    if heavy_modules_loaded():
         raise RuntimeError(
             "edgerl bench oracle must start without torch loaded (its 'lean' mode measures a "
             "process without it); run it as its own command"
@@ -103,7 +101,3 @@ def run_oracle_bench(
         created=runinfo.now_iso(),
         machine=runinfo.machine_info(),
     )
-
-
-def write_json(result: OracleBenchResult, path: str | Path) -> Path:
-    return runinfo.write_result_json(result, path)

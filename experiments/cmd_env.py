@@ -119,7 +119,8 @@ def bench_env(
     out: Path = typer.Option(Path("bench/env.json"), help="JSON result file"),
 ) -> None:
     """Decisions/s of the env vs the bare simulator (same run), and memory over a long soak."""
-    from edgerl.experiments.bench_env import run_env_bench, write_json
+    from edgerl.experiments import runinfo
+    from edgerl.experiments.bench_env import run_env_bench
     from edgerl.experiments.errors import clear_errors
 
     with clear_errors():
@@ -131,7 +132,7 @@ def bench_env(
         f"RSS {r.rss_start_mb:.1f} -> {r.rss_end_mb:.1f} MB over {r.soak_steps:,} steps "
         f"(growth {r.rss_growth_mb:+.1f} MB)"
     )
-    print(f"wrote {write_json(r, out)}")
+    print(f"wrote {runinfo.write_result_json(r, out)}")
 
 
 @bench_app.command("oracle")
@@ -144,7 +145,8 @@ def bench_oracle(
     out: Path = typer.Option(Path("bench/oracle.json"), help="JSON result file"),
 ) -> None:
     """The hindsight oracle's planning time: lean process, torch loaded, spawned interpreter."""
-    from edgerl.experiments.bench_oracle import run_oracle_bench, write_json
+    from edgerl.experiments import runinfo
+    from edgerl.experiments.bench_oracle import run_oracle_bench
     from edgerl.experiments.errors import clear_errors
 
     with clear_errors():
@@ -155,7 +157,7 @@ def bench_oracle(
     )
     for mode, wall in r.median_wall_s.items():
         print(f"{mode:13s} median {wall:7.2f} s   speed-up vs torch {r.speedup_vs_torch[mode]:.2f}")
-    print(f"wrote {write_json(r, out)}")
+    print(f"wrote {runinfo.write_result_json(r, out)}")
 
 
 NAME_WIDTH = 40  # characters of a file name in `edgerl traces check` (a 100-column row)

@@ -415,10 +415,6 @@ def _hot_loop(decide: Callable[[Any], int], args: list[Any], warmup: int) -> np.
     return out
 
 
-def write_json(result: PlannerBenchResult, path: str | Path) -> Path:
-    return runinfo.write_result_json(result, path)
-
-
 @bench_app.command("planner")
 def bench_planner_cmd(
     planner_dir: Path = typer.Argument(..., help="exported planner directory"),
@@ -479,4 +475,4 @@ def bench_planner_cmd(
         f"hot {verdict(r.p99_target_met_hot)}; artefact {r.artefact_bytes:,} B <= "
         f"{TARGET_ARTEFACT_BYTES:,} B {verdict(r.size_target_met)}"
     )
-    typer.echo(f"wrote {write_json(r, out)}")
+    typer.echo(f"wrote {runinfo.write_result_json(r, out)}")
