@@ -127,6 +127,10 @@ class RadioActivity:
     def __init__(self) -> None:
         self._iv: list[tuple[float, float]] = []  # disjoint, sorted by start
 
+    def copy_from(self, other: RadioActivity) -> None:
+        """Take ``other``'s intervals (the what-if replay adds to its own copy)."""
+        self._iv = list(other._iv)
+
     def uncovered_s(self, start_s: float, end_s: float) -> float:
         """Length of ``[start_s, end_s]`` outside the current union [s] (no change)."""
         covered = 0.0

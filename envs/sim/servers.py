@@ -60,6 +60,14 @@ class MultiServer:
         self.jobs += n_jobs
         return start, end
 
+    def copy(self) -> MultiServer:
+        """An independent copy (the what-if replay schedules on it)."""
+        c = MultiServer.__new__(MultiServer)
+        c._free_s = list(self._free_s)
+        c._starts = deque(self._starts)
+        c.busy_s, c.jobs = self.busy_s, self.jobs
+        return c
+
     def waiting(self, now_s: float) -> int:
         """Jobs enqueued but not yet started at ``now_s``."""
         starts = self._starts

@@ -38,7 +38,7 @@ import numpy as np
 import simpy
 from edgerl.envs.config import ConfigError, ScenarioConfig
 from edgerl.envs.plans import MB, Plan
-from edgerl.envs.sim.cache import ResultCache
+from edgerl.envs.sim.cache import CacheEntry, ResultCache
 from edgerl.envs.sim.network import (
     RADIO_MODELS,
     BandwidthSource,
@@ -48,6 +48,22 @@ from edgerl.envs.sim.network import (
 )
 from edgerl.envs.sim.servers import FifoServer, MultiServer
 from edgerl.envs.sim.streams import RandomStreams
+from edgerl.envs.sim.whatif import (
+    S_BATCH,
+    S_CLOUD,
+    S_DEVICE,
+    S_DOWNLINK,
+    S_EDGE_RUN,
+    S_LEAVING,
+    S_LOOKUP_BACK,
+    S_LOOKUP_UP,
+    S_NEW,
+    S_UPLINK,
+    S_WAN_DOWN,
+    S_WAN_UP,
+    Replay,
+    Snapshot,
+)
 from edgerl.envs.sim.workload import AppMix, Popularity, interarrival_times
 from edgerl.profiles import interpolate_latency
 
@@ -97,6 +113,12 @@ class Request:
     utility: float = 0.0
     parts: tuple[float, ...] = ()  # weighted reward parts, in REWARD_PARTS order
     predicted_parts: tuple[float, ...] = ()  # what-if at decision (decision credit, the env)
+    # where its process waits (the what-if replay, :mod:`edgerl.envs.sim.whatif`)
+    stage: int = 0  # one of whatif.S_*
+    resume_s: float = 0.0  # when it resumes
+    seq: int = 0  # scheduling order of that resumption (ties at the same time)
+    run_plan: int = -1  # the plan it runs (a threshold rule's resolved plan)
+    lookup_entry: CacheEntry | None = None  # the cache's answer while it travels back
 
     @property
     def parts_dict(self) -> dict[str, float]:
@@ -238,13 +260,14 @@ class Batcher:
     ``max_batch`` members run together with the profile's latency at that batch size.
     """
 
-    __slots__ = ("generation", "min_target", "plan", "waiting")
+    __slots__ = ("generation", "min_target", "plan", "timer", "waiting")
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan  # any plan of this segment: the segment's latencies
         self.waiting: list[tuple[Request, simpy.Event, float]] = []
         self.min_target = 0
         self.generation = 0
+        self.timer: tuple[float, int, int] | None = None  # armed window: (at, seq, generation)
 
 
 class Simulator:
@@ -290,6 +313,7 @@ class Simulator:
         )
         if [p.index for p in all_plans] != list(range(len(all_plans))):
             raise ConfigError(f"{cfg.path}: plan indices must be 0..n-1 (catalogue, then resolved)")
+        self.all_plans = all_plans
         self.answers = answers
         if not isinstance(streams, RandomStreams):
             streams = RandomStreams.spawn(streams, cfg.devices.count)
@@ -335,7 +359,7 @@ class Simulator:
         self.popularity = Popularity(cfg.workload.catalogue_size, cfg.workload.zipf_s)
         self.apps = AppMix([a.weight for a in cfg.workload.apps])
         self.deadlines_s = [a.deadline_ms / 1e3 for a in cfg.workload.apps]
-        # What each input id is, drawn once for the whole catalogue (see _is_correct): a
+        # What each input id is, drawn once for the whole catalogue (see is_correct): a
         # latent difficulty, or the test image it stands for (measured answers).
         n_inputs = cfg.workload.catalogue_size
         self.difficulty: list[float] = []
@@ -359,7 +383,7 @@ class Simulator:
         # remaining profiled compute (edge at batch 1) plus propagation; transfers count 0.
         a_s, w_s = net.access_rtt_ms / 2e3, net.wan_rtt_ms / 2e3
         # edge service time [s] of each plan's segment for a batch of n = 0..max_batch
-        self._edge_s_by_n = [
+        self.edge_s_by_n = [
             [
                 interpolate_latency(edge_batch_sizes, p.edge_batch_ms, max(n, 1)) / 1e3
                 for n in range(self.max_batch + 1)
@@ -367,16 +391,16 @@ class Simulator:
             for p in all_plans
         ]
         edge_b1_s = [
-            e[1] * p.uses_edge_compute for e, p in zip(self._edge_s_by_n, all_plans, strict=True)
+            e[1] * p.uses_edge_compute for e, p in zip(self.edge_s_by_n, all_plans, strict=True)
         ]
-        self._rest_cloud_out = [w_s + a_s for _ in all_plans]
-        self._rest_edge_out = [
+        self.rest_cloud_out = [w_s + a_s for _ in all_plans]
+        self.rest_edge_out = [
             (2 * w_s + p.cloud_s if p.uses_cloud else 0.0) + a_s for p in all_plans
         ]
-        self._rest_edge_in = [r + e for r, e in zip(self._rest_edge_out, edge_b1_s, strict=True)]
-        self._rest_device_out = [
+        self.rest_edge_in = [r + e for r, e in zip(self.rest_edge_out, edge_b1_s, strict=True)]
+        self.rest_device_out = [
             (a_s + r) if p.offloads else 0.0
-            for r, p in zip(self._rest_edge_in, all_plans, strict=True)
+            for r, p in zip(self.rest_edge_in, all_plans, strict=True)
         ]
         # accounting
         self.arrived = 0
@@ -384,6 +408,15 @@ class Simulator:
         self.dropped = 0
         self.in_flight = 0
         self.pending: deque[Request] = deque()
+        # what the what-if replay (predict_outcome) starts from: requests in flight, batches
+        # running at the edge, batchers with an armed window, device results on their way
+        # to the cache, and a counter ordering resumptions at the same instant
+        self.inflight: dict[int, Request] = {}
+        self.running_batches: dict[int, tuple[float, int, list[Request]]] = {}
+        self.armed_batchers: set[Batcher] = set()
+        self.pending_admits: dict[int, tuple[float, int, Request, Plan]] = {}
+        self.seq = 0
+        self.starting = 0  # processes applied but not started yet (same-instant decisions)
         self.record = record
         self.finished: list[Request] = []
         self.events: list[tuple[float, int, str]] | None = [] if log_events else None
@@ -425,7 +458,12 @@ class Simulator:
             self._finish_dropped(req, "infeasible")
             return req
         req.status = "in_flight"
-        self.env.process(self._serve(req, self.resolve(req, self.plans[plan_index])))
+        plan = self.resolve(req, self.plans[plan_index])
+        req.run_plan = plan.index
+        req.stage, req.seq = S_NEW, self._tick()
+        self.inflight[req.id] = req
+        self.starting += 1
+        self.env.process(self._serve(req, plan))
         return req
 
     def drain(self) -> None:
@@ -510,17 +548,31 @@ class Simulator:
             req.energy_radio_j += self.radio.downlink_energy_j(nbytes, on_air_s)
         return end + link.prop_s
 
+    def _tick(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _wait(self, req: Request, stage: int, until_s: float) -> simpy.Event:
+        """The timeout a request's process waits on, recorded for the what-if replay."""
+        req.stage, req.resume_s, req.seq = stage, until_s, self._tick()
+        return self.env.timeout(until_s - self.env.now)
+
     def _serve(self, req: Request, plan: Plan) -> Any:
+        self.starting -= 1  # the process runs now (see predict_outcome)
         env, dev, net = self.env, self.devices[req.device], self.cfg.network
         caching = plan.cache_policy != "none"
         shed, due_s, i = self.shedding, req.arrival_s + req.deadline_s, plan.index
         if caching:
             t0 = env.now
-            yield env.timeout(self._radio_send(req, dev, net.fingerprint_bytes, True) - t0)
+            arrive_s = self._radio_send(req, dev, net.fingerprint_bytes, True)
+            yield self._wait(req, S_LOOKUP_UP, arrive_s)
             entry = self.cache.lookup(env.now, req.input_id)
             hit = entry is not None
             self.cache_hit_ewma += EWMA_WEIGHT * (hit - self.cache_hit_ewma)
-            yield env.timeout(self._radio_send(req, dev, net.result_bytes, False) - env.now)
+            req.lookup_entry = entry
+            arrive_s = self._radio_send(req, dev, net.result_bytes, False)
+            yield self._wait(req, S_LOOKUP_BACK, arrive_s)
+            req.lookup_entry = None
             req.t_lookup_s = env.now - t0
             if entry is not None:
                 req.cache_hit = True
@@ -530,34 +582,34 @@ class Simulator:
                 return
             self._log(req, "cache_miss")
         req.accuracy = plan.accuracy
-        req.correct = self._is_correct(req.input_id, plan)
+        req.correct = self.is_correct(req.input_id, plan)
         if plan.device_s > 0:
             t0 = env.now
             if (
                 shed
-                and max(t0, dev.cpu.busy_until_s) + plan.device_s + self._rest_device_out[i] > due_s
+                and max(t0, dev.cpu.busy_until_s) + plan.device_s + self.rest_device_out[i] > due_s
             ):
                 self._shed(req, "device")
                 return
             _, end_s = dev.cpu.schedule(t0, plan.device_s)
             req.energy_compute_j += dev.power_w * plan.device_s
-            yield env.timeout(end_s - t0)
+            yield self._wait(req, S_DEVICE, end_s)
             req.t_device_s = env.now - t0
             self._log(req, "device_done")
         if plan.offloads:
             t0 = env.now
-            if shed and max(t0, dev.uplink.busy_until_s) + self._rest_device_out[i] > due_s:
+            if shed and max(t0, dev.uplink.busy_until_s) + self.rest_device_out[i] > due_s:
                 # abandoned when it would reach the head of the uplink queue
-                yield env.timeout(dev.uplink.skip(t0, plan.uplink_bytes) - t0)
+                yield self._wait(req, S_LEAVING, dev.uplink.skip(t0, plan.uplink_bytes))
                 self._shed(req, "uplink")
                 return
             req.raw_input_left = plan.raw_input_leaves
-            yield env.timeout(self._radio_send(req, dev, plan.uplink_bytes, True) - t0)
+            yield self._wait(req, S_UPLINK, self._radio_send(req, dev, plan.uplink_bytes, True))
             req.t_uplink_s = env.now - t0
             self._log(req, "at_edge")
             batcher = self.plan_batcher[i]
             if batcher is not None:
-                if shed and env.now + self._rest_edge_in[i] > due_s:
+                if shed and env.now + self.rest_edge_in[i] > due_s:
                     self._shed(req, "edge")
                     return
                 if self.edge_queue_len() >= self.cfg.edge.queue_capacity:
@@ -565,6 +617,7 @@ class Simulator:
                     self._finish_dropped(req, "edge_full")
                     return
                 done = env.event()
+                req.stage = S_BATCH
                 self._join_batch(batcher, req, done, plan.batch_size)
                 if (yield done) == _SHED:
                     self._shed(req, "edge")
@@ -572,13 +625,13 @@ class Simulator:
                 self._log(req, "edge_done")
             if plan.uses_cloud:
                 t0 = env.now
-                if shed and max(t0, self.wan_up.busy_until_s) + self._rest_edge_out[i] > due_s:
-                    yield env.timeout(self.wan_up.skip(t0, plan.wan_bytes) - t0)
+                if shed and max(t0, self.wan_up.busy_until_s) + self.rest_edge_out[i] > due_s:
+                    yield self._wait(req, S_LEAVING, self.wan_up.skip(t0, plan.wan_bytes))
                     self._shed(req, "wan")
                     return
                 _, end_s = self.wan_up.send(t0, plan.wan_bytes)
                 req.bytes_wan += plan.wan_bytes
-                yield env.timeout(end_s + self.wan_up.prop_s - t0)
+                yield self._wait(req, S_WAN_UP, end_s + self.wan_up.prop_s)
                 req.t_wan_s += env.now - t0
                 if self.cloud_workers.waiting(env.now) >= self.cfg.cloud.queue_capacity:
                     self._log(req, "drop:cloud_full")
@@ -586,7 +639,7 @@ class Simulator:
                     return
                 t0 = env.now
                 if shed and (
-                    max(t0, self.cloud_workers.free_at_s()) + plan.cloud_s + self._rest_cloud_out[i]
+                    max(t0, self.cloud_workers.free_at_s()) + plan.cloud_s + self.rest_cloud_out[i]
                     > due_s
                 ):
                     self._shed(req, "cloud")
@@ -594,22 +647,29 @@ class Simulator:
                 start_s, end_s = self.cloud_workers.schedule(t0, plan.cloud_s)
                 req.t_cloud_wait_s = start_s - t0
                 req.t_cloud_s = plan.cloud_s
-                yield env.timeout(end_s - t0)
+                yield self._wait(req, S_CLOUD, end_s)
                 t0 = env.now
                 _, end_s = self.wan_down.send(t0, net.result_bytes)
                 req.bytes_wan += net.result_bytes
-                yield env.timeout(end_s + self.wan_down.prop_s - t0)
+                yield self._wait(req, S_WAN_DOWN, end_s + self.wan_down.prop_s)
                 req.t_wan_s += env.now - t0
                 self._log(req, "cloud_done")
             if caching:  # the edge holds the result now (computed there or back from the cloud)
                 self._admit(req, plan)
             t0 = env.now
-            yield env.timeout(self._radio_send(req, dev, net.result_bytes, False) - t0)
+            yield self._wait(req, S_DOWNLINK, self._radio_send(req, dev, net.result_bytes, False))
             req.t_downlink_s = env.now - t0
         elif caching:
             # computed on the device: the result and its fingerprint go up to the edge cache
             arrive_s = self._radio_send(req, dev, net.result_bytes + net.fingerprint_bytes, True)
-            self.env.timeout(arrive_s - env.now).callbacks.append(lambda _e: self._admit(req, plan))
+            token = self._tick()
+            self.pending_admits[token] = (arrive_s, token, req, plan)
+
+            def admit(_e: simpy.Event) -> None:
+                del self.pending_admits[token]
+                self._admit(req, plan)
+
+            self.env.timeout(arrive_s - env.now).callbacks.append(admit)
         self._finish_completed(req)
 
     def _shed(self, req: Request, tier: str) -> None:
@@ -639,17 +699,26 @@ class Simulator:
 
     def _arm_timer(self, b: Batcher) -> None:
         gen = b.generation
-        timer = self.env.timeout(self.cfg.edge.max_batch_wait_ms / 1e3)
+        wait_s = self.cfg.edge.max_batch_wait_ms / 1e3
+        b.timer = (self.env.now + wait_s, self._tick(), gen)
+        self.armed_batchers.add(b)
+        timer = self.env.timeout(wait_s)
         timer.callbacks.append(lambda _e: self._on_window(b, gen))
 
     def _on_window(self, b: Batcher, generation: int) -> None:
-        if b.generation == generation and b.waiting:
-            self._dispatch(b)
+        if b.generation == generation:
+            b.timer = None
+            self.armed_batchers.discard(b)
+            if b.waiting:
+                self._dispatch(b)
 
     def _dispatch(self, b: Batcher) -> None:
         now = self.env.now
         members, b.waiting = b.waiting[: self.max_batch], b.waiting[self.max_batch :]
         b.generation += 1
+        if b.timer is not None:  # the armed window is stale now
+            b.timer = None
+            self.armed_batchers.discard(b)
         self.edge_batch_waiting -= len(members)
         if self.shedding:  # members certain to miss their deadline leave before the batch runs
             members = self._shed_members(b, members, now)
@@ -664,7 +733,7 @@ class Simulator:
                 self._arm_timer(b)
 
     def _batch_service_s(self, b: Batcher, n: int) -> float:
-        return self._edge_s_by_n[b.plan.index][n]
+        return self.edge_s_by_n[b.plan.index][n]
 
     def _shed_members(
         self, b: Batcher, members: list[tuple[Request, simpy.Event, float]], now: float
@@ -674,7 +743,7 @@ class Simulator:
         A smaller batch ends earlier, so this repeats until every remaining member can still
         make it (or none is left). Dropped members' ``done`` events carry :data:`_SHED`.
         """
-        rest = self._rest_edge_out[b.plan.index]
+        rest = self.rest_edge_out[b.plan.index]
         start = max(now, self.edge_workers.free_at_s())
         while members:
             end = start + self._batch_service_s(b, len(members))
@@ -683,6 +752,7 @@ class Simulator:
                 break
             for m in members:
                 if m not in keep:
+                    m[0].stage = S_LEAVING
                     m[1].succeed(_SHED)
             members = keep
         return members
@@ -694,8 +764,12 @@ class Simulator:
         service_s = self._batch_service_s(b, n)
         self.edge_batch_ms_ewma += EWMA_WEIGHT * (service_s * 1e3 - self.edge_batch_ms_ewma)
         start_s, end_s = self.edge_workers.schedule(now, service_s, n)
+        token = self._tick()
+        self.running_batches[token] = (end_s, token, [m[0] for m in members])
         finished = self.env.timeout(end_s - now)
+        finished.callbacks.append(lambda _e: self.running_batches.pop(token))
         for req, done, joined_s in members:
+            req.stage = S_EDGE_RUN
             req.t_edge_wait_s = start_s - joined_s
             req.t_edge_s = service_s
             finished.callbacks.append(done.trigger)  # done succeeds when the batch ends
@@ -713,7 +787,7 @@ class Simulator:
         taken = int(self.answers.exit_of[key][self.image_of[req.input_id]])
         return self._resolved[plan.index][taken]
 
-    def _is_correct(self, input_id: int, plan: Plan) -> bool:
+    def is_correct(self, input_id: int, plan: Plan) -> bool:
         """Whether the plan's (variant, exit) answers input ``input_id`` correctly.
 
         With measured answers (``model.input_correctness: measured``), each input id stands
@@ -737,6 +811,7 @@ class Simulator:
         req.status = "completed"
         self.completed += 1
         self.in_flight -= 1
+        self.inflight.pop(req.id, None)
         w = self.w
         latency_s = now - req.arrival_s
         acc = req.accuracy if w.accuracy_mode == "expected" else float(req.correct)
@@ -764,6 +839,7 @@ class Simulator:
         req.drop_reason = reason
         self.dropped += 1
         self.in_flight -= 1
+        self.inflight.pop(req.id, None)
         self.devices[req.device].energy_used_j += req.energy_j
         w = self.w
         parts = (
@@ -791,128 +867,54 @@ class Simulator:
 
     # ------------------------------------------------------------------ what-if
 
-    def predict_outcome(self, req: Request, plan: Plan) -> PlanOutcome:
+    def predict_outcome(
+        self, req: Request, plan: Plan, snapshot: Snapshot | None = None
+    ) -> PlanOutcome:
         """The outcome of giving ``plan`` to ``req`` now, without changing any state.
 
-        It replays the pipeline (with load shedding, if on) on copies of the FIFO horizons
-        (device CPU, links, workers) using the *true* bandwidth of the traces over the
-        request's future: the clairvoyant oracle's view, and the decision-time credit of the
-        env's reward. Later arrivals cannot overtake a FIFO queue, so the prediction is exact
-        except at the edge, where a batch may grow with requests that arrive later (the
-        prediction assumes none does, and that waiting members stay until their window ends)
-        and where later dispatches of other segments (or other devices) share the workers or
-        the cache.
+        Exact given everything decided so far, with the *true* future bandwidth and inputs:
+        the clairvoyant reference's view and the env's decision-time credit. A plan that
+        runs on the device alone and skips the cache depends only on the device CPU's FIFO
+        horizon; any other plan is replayed together with the remaining path of every request
+        in flight (:class:`edgerl.envs.sim.whatif.Replay`). With no later arrival the real
+        outcome equals the prediction; a request decided later may still overtake this one
+        (a raw input reaching the uplink first, a later member joining its edge batch).
+        ``snapshot``: a :class:`Snapshot` of the current state, to share between several
+        plans for the same request (taken here when omitted).
         """
         plan = self.resolve(req, plan)
-        net, dev = self.cfg.network, self.devices[req.device]
         now = self.env.now
-        radio, on_air = self.radio, dev.radio_on.uncovered_s
-        up_busy, down_busy = dev.uplink.busy_until_s, dev.downlink.busy_until_s
-        up_end, down_end = (
-            dev.uplink.bandwidth.transfer_end_s,
-            dev.downlink.bandwidth.transfer_end_s,
-        )
-        prop = dev.uplink.prop_s
-        shed, due_s, i = self.shedding, req.arrival_s + req.deadline_s, plan.index
-        energy_j, bytes_up, t = 0.0, 0, now
-        drop, wan_bytes = "", 0
-        caching = plan.cache_policy != "none"
-        if caching:  # fingerprint up, answer down (transfers: start, end, energy of added air)
-            start = t if t > up_busy else up_busy
-            up_busy = up_end(start, net.fingerprint_bytes)
-            energy_j += radio.uplink_energy_j(net.fingerprint_bytes, on_air(start, up_busy))
-            bytes_up += net.fingerprint_bytes
-            entry = self.cache.entries.get(req.input_id)
-            at = up_busy + prop
-            start = at if at > down_busy else down_busy
-            down_busy = down_end(start, net.result_bytes)
-            energy_j += radio.downlink_energy_j(net.result_bytes, on_air(start, down_busy))
-            t = down_busy + prop
-            if entry is not None:
-                return self._outcome(
-                    req, t, energy_j, bytes_up, 0, entry.accuracy, entry.correct, False, ""
-                )
-        if plan.device_s > 0:
+        if not plan.offloads and plan.cache_policy == "none" and not self.starting:
+            # the device CPU alone, and no decision of this instant not yet started: FIFO
+            dev = self.devices[req.device]
             busy = dev.cpu.busy_until_s
-            start = t if t > busy else busy
-            if shed and start + plan.device_s + self._rest_device_out[i] > due_s:
-                drop = "deadline@device"
-            else:
-                t = start + plan.device_s
-                energy_j += dev.power_w * plan.device_s
-        if plan.offloads and not drop:
-            start = t if t > up_busy else up_busy
-            if shed and start + self._rest_device_out[i] > due_s:
-                drop, t = "deadline@uplink", start
-            else:
-                up_busy = up_end(start, plan.uplink_bytes)
-                energy_j += radio.uplink_energy_j(plan.uplink_bytes, on_air(start, up_busy))
-                bytes_up += plan.uplink_bytes
-                t = up_busy + prop
-                drop, t = self._predict_edge(plan, t, due_s, now)
-            if plan.uses_cloud and not drop:
-                drop, t = self._predict_cloud(plan, t, due_s, now)
-                if drop != "deadline@wan":  # a WAN transfer abandoned at its start sent nothing
-                    wan_bytes = plan.wan_bytes + (0 if drop else net.result_bytes)
-            if not drop:
-                start = t if t > down_busy else down_busy
-                down_busy = down_end(start, net.result_bytes)
-                energy_j += radio.downlink_energy_j(net.result_bytes, on_air(start, down_busy))
-                t = down_busy + prop
-        elif caching and not drop:  # the device uploads its result (+ fingerprint) for the cache
-            nbytes = net.result_bytes + net.fingerprint_bytes
-            start = t if t > up_busy else up_busy
-            end = up_end(start, nbytes)
-            energy_j += radio.uplink_energy_j(nbytes, on_air(start, end))
-            bytes_up += nbytes
-        if drop:
-            # a request shed before its upload never sent its raw input
-            left = plan.raw_input_leaves and drop not in ("deadline@device", "deadline@uplink")
-            return self._outcome(req, t, energy_j, bytes_up, wan_bytes, 0.0, False, left, drop)
-        correct = self._is_correct(req.input_id, plan)
+            start = now if now > busy else busy
+            if self.shedding and start + plan.device_s > req.arrival_s + req.deadline_s:
+                return self._outcome(req, now, 0.0, 0, 0, 0.0, False, False, "deadline@device")
+            correct = self.is_correct(req.input_id, plan)
+            return self._outcome(
+                req,
+                start + plan.device_s,
+                dev.power_w * plan.device_s,
+                0,
+                0,
+                plan.accuracy,
+                correct,
+                False,
+                "",
+            )
+        r = Replay(snapshot or Snapshot(self), req, plan).run()
         return self._outcome(
-            req, t, energy_j, bytes_up, wan_bytes, plan.accuracy, correct, plan.raw_input_leaves, ""
+            req,
+            r.finish_s,
+            r.energy_j,
+            r.bytes_up,
+            r.bytes_wan,
+            r.accuracy,
+            r.correct,
+            r.raw_left,
+            r.drop,
         )
-
-    def _predict_edge(self, plan: Plan, t: float, due_s: float, now: float) -> tuple[str, float]:
-        """(drop reason or "", time the edge stage ends) for a request reaching the edge at t."""
-        i = plan.index
-        batcher = self.plan_batcher[i]
-        if batcher is None:
-            return "", t
-        if self.shedding and t + self._rest_edge_in[i] > due_s:
-            return "deadline@edge", t
-        if self.edge_queue_len() >= self.cfg.edge.queue_capacity:
-            return "edge_full", t
-        window_s = self.cfg.edge.max_batch_wait_ms / 1e3
-        waiting = [j for _, _, j in batcher.waiting if j + window_s > t]
-        n = min(len(waiting) + 1, self.max_batch)
-        target = min(plan.batch_size, batcher.min_target) if waiting else plan.batch_size
-        dispatch = t if n >= target else (waiting[0] if waiting else t) + window_s
-        free = self.edge_workers.free_at_s()
-        end = (dispatch if dispatch > free else free) + self._edge_s_by_n[i][n]
-        if self.shedding and end + self._rest_edge_out[i] > due_s:
-            return "deadline@edge", dispatch
-        return "", end
-
-    def _predict_cloud(self, plan: Plan, t: float, due_s: float, now: float) -> tuple[str, float]:
-        """(drop reason or "", time the result is back at the edge) from the edge at t."""
-        i, net = plan.index, self.cfg.network
-        wan_start = max(t, self.wan_up.busy_until_s)
-        if self.shedding and wan_start + self._rest_edge_out[i] > due_s:
-            return "deadline@wan", wan_start
-        t = self.wan_up.bandwidth.transfer_end_s(wan_start, plan.wan_bytes) + self.wan_up.prop_s
-        if self.cloud_workers.waiting(now) >= self.cfg.cloud.queue_capacity:
-            return "cloud_full", t
-        free = self.cloud_workers.free_at_s()
-        start = t if t > free else free
-        if self.shedding and start + plan.cloud_s + self._rest_cloud_out[i] > due_s:
-            return "deadline@cloud", t
-        t = start + plan.cloud_s
-        back = self.wan_down.bandwidth.transfer_end_s(
-            max(t, self.wan_down.busy_until_s), net.result_bytes
-        )
-        return "", back + self.wan_down.prop_s
 
     def _capped(self, latency_s: float) -> float:
         """The latency the reward charges (``reward.latency_cap_s``, if set, bounds it)."""
