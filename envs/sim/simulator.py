@@ -697,6 +697,9 @@ class Simulator:
         elif len(b.waiting) == 1:
             self._arm_timer(b)
 
+    def _batch_ended(self, token: int) -> None:
+        del self.running_batches[token]
+
     def _arm_timer(self, b: Batcher) -> None:
         gen = b.generation
         wait_s = self.cfg.edge.max_batch_wait_ms / 1e3
@@ -767,7 +770,7 @@ class Simulator:
         token = self._tick()
         self.running_batches[token] = (end_s, token, [m[0] for m in members])
         finished = self.env.timeout(end_s - now)
-        finished.callbacks.append(lambda _e: self.running_batches.pop(token))
+        finished.callbacks.append(lambda _e: self._batch_ended(token))
         for req, done, joined_s in members:
             req.stage = S_EDGE_RUN
             req.t_edge_wait_s = start_s - joined_s

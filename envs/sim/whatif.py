@@ -401,7 +401,10 @@ class Replay:
         if len(b.waiting) >= b.min_target:
             self._dispatch(b, t)
         elif len(b.waiting) == 1:
-            self._push(t + self.cfg.edge.max_batch_wait_ms / 1e3, NORMAL, "window", (b, b.generation))
+            self._arm(b, t)
+
+    def _arm(self, b: _ShadowBatcher, t: float) -> None:
+        self._push(t + self.cfg.edge.max_batch_wait_ms / 1e3, NORMAL, "window", (b, b.generation))
 
     def _window(self, t: float, arg: Any) -> None:
         if isinstance(arg, tuple):
@@ -430,9 +433,7 @@ class Replay:
             if len(b.waiting) >= b.min_target:
                 self._dispatch(b, t)
             else:
-                self._push(
-                    t + self.cfg.edge.max_batch_wait_ms / 1e3, NORMAL, "window", (b, b.generation)
-                )
+                self._arm(b, t)
 
     def _shed_members(
         self, b: _ShadowBatcher, members: list[tuple[Request, float]], t: float
