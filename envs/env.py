@@ -64,7 +64,8 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
     |---------------------|-----------|-------------------------------------------------------|
     | uplink_mbps         | Mbit/s    | uplink bandwidth, mean over the past window           |
     | wan_mbps            | Mbit/s    | edge-cloud bandwidth, mean over the past window       |
-    | device_backlog_ms   | ms        | profiled work queued on the device CPU                |
+    | device_backlog_ms   | ms        | profiled work queued on the device CPU (to the next   |
+    |                     |           | exit decision of a threshold-rule job)                |
     | uplink_queue_kb     | kB        | bytes handed to the uplink, not yet delivered         |
     | uplink_drain_est_ms | ms        | uplink_queue_kb at the past-window bandwidth          |
     | edge_queue_len      | requests  | waiting at the edge (batchers + worker queue)         |
@@ -304,7 +305,7 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
         return [
             uplink_mbps,
             wan_mbps,
-            dev.cpu.backlog_s(now) * 1e3,
+            dev.known_backlog_s(now) * 1e3,
             up_queued / BYTES_PER_KB,
             _drain_ms(up_queued, uplink_mbps),
             sim.edge_batch_waiting + edge_workers_waiting,

@@ -15,10 +15,11 @@ import pytest
 from conftest import toy_model
 from edgerl.agents.baselines import make_baseline
 from edgerl.agents.evaluation import evaluate, unit_metrics
-from edgerl.envs.config import ArrivalConfig, list_scenarios
+from edgerl.envs.config import ArrivalConfig, list_scenarios, load_scenario
 from edgerl.envs.env import CollabInferenceEnv
 from edgerl.envs.sim.build import ScenarioModel, build_simulator, scenario_model
 from edgerl.envs.sim.network import RADIO_MODELS, BandwidthSource
+from edgerl.envs.sim.simulator import Simulator
 from edgerl.envs.sim.workload import interarrival_times, mean_rate_per_s
 
 SHIPPED = list_scenarios()
@@ -366,3 +367,62 @@ def test_the_arrival_rate_feature_is_not_inflated_at_the_episode_start():
                 break
     assert np.median(first) == pytest.approx(rate / np.log(2), rel=0.15)
     assert 0.7 * rate < np.median(fifth) < 1.5 * rate
+
+
+def test_the_device_backlog_does_not_reveal_where_a_threshold_request_leaves():
+    """Two episodes that differ only in one queued request's image (so in the exit its
+    confidence rule takes) give identical observations until the device has evaluated that
+    request's first exit (issue 18: the CPU was booked with the resolved compute at once)."""
+    # busy enough that requests queue behind each other on the device (2.1 ms per frame)
+    cfg = load_scenario("edgent-rpi", ["horizon_s=3", "workload.arrival.rate_per_s=400"])
+    model = ScenarioModel.from_config(cfg)
+    rule = [p for p in model.plans if p.threshold is not None and p.cut_edge == p.n_units]
+    assert rule
+    plan = max(rule, key=lambda p: p.device_s)  # the longest device path of a rule plan
+
+    def run(swap: tuple[int, int] | None) -> tuple[list[np.ndarray], list[float], Simulator]:
+        env = CollabInferenceEnv(model)
+        env.reset(seed=3)
+        sim = env.sim
+        assert sim is not None
+        if swap is not None:
+            sim.image_of[swap[0]] = swap[1]
+        obs_seen, times = [], []
+        while True:
+            obs_seen.append(env.raw_state())
+            times.append(sim.env.now)
+            *_, trunc, _ = env.step(plan.index)
+            if trunc:
+                return obs_seen, times, sim
+
+    base_obs, times, sim = run(None)
+    key = (plan.variant, plan.threshold, plan.rule_exits)
+    exit_of = sim.answers.exit_of[key]
+    # the first request whose input appears for the first time while the CPU is busy
+    first_seen: set[int] = set()
+    env = CollabInferenceEnv(model)
+    env.reset(seed=3)
+    target, start_s = None, 0.0
+    while target is None:
+        req = env.pending_request
+        assert req is not None and env.sim is not None
+        busy_s = env.sim.devices[0].cpu.backlog_s(env.sim.env.now)
+        if req.input_id not in first_seen and busy_s > 0.004:  # requests queued ahead
+            target, start_s = req, env.sim.env.now + busy_s  # FIFO: it starts then
+        first_seen.add(req.input_id)
+        env.step(plan.index)
+    image = sim.image_of[target.input_id]
+    other = next(i for i in range(sim.answers.n_images) if exit_of[i] != exit_of[image])
+    swapped_obs, _, _ = run((target.input_id, other))
+    names = [f.name for f in env.features]
+    first_point_s = min(sim.device_points[plan.index])
+    # until the target's first exit decision can have happened, nothing may differ
+    limit = start_s + first_point_s
+    compared = 0
+    for k, (t, x, y) in enumerate(zip(times, base_obs, swapped_obs, strict=False)):
+        if t >= limit:
+            break
+        differs = [n for n, u, v in zip(names, x, y, strict=True) if u != v]
+        assert not differs, f"decision {k} at {t:.4f} s: {differs} reveal the exit taken"
+        compared += k > 0 and t > target.arrival_s
+    assert compared > 0  # a decision while the target was queued was compared

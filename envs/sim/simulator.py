@@ -217,6 +217,7 @@ class Device:
         "radio_on",
         "recent_inputs",
         "recent_order",
+        "rule_jobs",
         "uplink",
     )
 
@@ -236,6 +237,32 @@ class Device:
         # the device's own recent inputs: id -> count within the last RECENT_INPUTS_PER_DEVICE
         self.recent_inputs: dict[int, int] = {}
         self.recent_order: deque[int] = deque()
+        # the CPU's jobs (start, end, decision points [s of compute]) when the scenario has
+        # threshold rules: the device cannot know where such a job ends before it has
+        # evaluated its exits (known_backlog_s)
+        self.rule_jobs: deque[tuple[float, float, tuple[float, ...]]] = deque()
+
+    def known_backlog_s(self, now_s: float) -> float:
+        """The CPU's queued work as the device can know it at ``now_s`` [s].
+
+        A BranchyNet threshold job's length depends on the confidence of exits it has not
+        evaluated yet: the device knows only the work up to its next decision point (its
+        next exit head on the device, or the cut). Other jobs count in full. Without
+        threshold plans in the scenario (no jobs tracked) this is the CPU's backlog.
+        """
+        jobs = self.rule_jobs
+        if not jobs:
+            return self.cpu.backlog_s(now_s)
+        while jobs and jobs[0][1] <= now_s:
+            jobs.popleft()
+        backlog = 0.0
+        for start_s, _, points in jobs:
+            done_s = now_s - start_s if now_s > start_s else 0.0
+            for c in points:  # the first decision point not yet reached
+                if c > done_s:
+                    backlog += c - done_s
+                    break
+        return backlog
 
     def remember(self, input_id: int) -> bool:
         """Record a request's input; return whether it was among the recent ones before."""
@@ -314,6 +341,15 @@ class Simulator:
         if [p.index for p in all_plans] != list(range(len(all_plans))):
             raise ConfigError(f"{cfg.path}: plan indices must be 0..n-1 (catalogue, then resolved)")
         self.all_plans = all_plans
+        #: per catalogue plan, the device compute [s] after which the device decides whether a
+        #: request goes on (a threshold rule's exit heads on the device, and the cut)
+        self.device_points = [
+            tuple(sorted({r.device_s for r in self._resolved[p.index].values()}))
+            if p.threshold is not None
+            else (p.device_s,)
+            for p in plans
+        ]
+        self.has_rules = any(p.threshold is not None for p in plans)
         self.answers = answers
         if not isinstance(streams, RandomStreams):
             streams = RandomStreams.spawn(streams, cfg.devices.count)
@@ -591,7 +627,12 @@ class Simulator:
             ):
                 self._shed(req, "device")
                 return
-            _, end_s = dev.cpu.schedule(t0, plan.device_s)
+            start_s, end_s = dev.cpu.schedule(t0, plan.device_s)
+            if self.has_rules:
+                jobs = dev.rule_jobs
+                while jobs and jobs[0][1] <= t0:
+                    jobs.popleft()
+                jobs.append((start_s, end_s, self.device_points[req.plan_index]))
             req.energy_compute_j += dev.power_w * plan.device_s
             yield self._wait(req, S_DEVICE, end_s)
             req.t_device_s = env.now - t0
