@@ -70,6 +70,9 @@ class BasePolicy(ABC):
     """
 
     name: str = "policy"
+    #: whether ``predict`` depends on the current observation alone (no state carried from one
+    #: decision to the next): the hindsight oracle asks a stateful reference at every decision
+    stateless: bool = False
 
     def __init__(self) -> None:
         self._env: CollabInferenceEnv | None = None

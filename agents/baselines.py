@@ -70,6 +70,7 @@ from edgerl.agents.latency import (
 )
 from edgerl.envs.plans import Plan
 from edgerl.envs.sim.build import ScenarioModel
+from edgerl.envs.sim.whatif import Snapshot
 
 Placement = Literal["device", "edge", "cloud"]
 
@@ -315,6 +316,8 @@ class NeurosurgeonPolicy(_CostModelPolicy):
     the server's current load).
     """
 
+    stateless = True  # each decision depends on the observation (or the simulator) alone
+
     def __init__(
         self,
         objective: Literal["latency", "energy"] = "latency",
@@ -379,6 +382,8 @@ class EdgentPolicy(_CostModelPolicy):
     over bandwidth states with online change-point detection) is ``edgent-dynamic``
     (:class:`edgerl.agents.serving.EdgentDynamicPolicy`).
     """
+
+    stateless = True  # each decision depends on the observation (or the simulator) alone
 
     name = "edgent"
 
@@ -481,11 +486,13 @@ class ClairvoyantGreedyPolicy(BasePolicy):
     """Per request, the feasible plan with the best utility given the true future.
 
     For every feasible plan it asks ``sim.predict_outcome(request, plan)``: a side-effect-free
-    replay of the pipeline on the current queues with the *actual* bandwidth of the traces
-    over the request's future (exact except for edge batches that later arrivals would join).
+    replay of every request in flight and this one with the *actual* bandwidth of the traces
+    over the request's future (exact unless a request decided later overtakes this one).
     Greedy: it does not weigh the effect of its choice on later requests (queueing, cache
     contents). Not deployable; it is the reference the learned agents are measured against.
     """
+
+    stateless = True  # each decision depends on the observation (or the simulator) alone
 
     name = "clairvoyant"
 
@@ -510,8 +517,9 @@ class ClairvoyantGreedyPolicy(BasePolicy):
         plans = env.plans
         cand = self._feasible if action_mask is None else np.flatnonzero(action_mask)
         best, best_u = int(cand[0]), -np.inf
+        snapshot = Snapshot(sim)  # the state in flight, shared by every plan's what-if
         for i in cand:
-            u = sim.predict_outcome(req, plans[i]).utility
+            u = sim.predict_outcome(req, plans[i], snapshot).utility
             if u > best_u:
                 best, best_u = int(i), u
         return best

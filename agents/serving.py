@@ -215,6 +215,8 @@ def bandwidth_states(model: ScenarioModel, n_states: int) -> tuple[np.ndarray, n
 class EdgentDynamicPolicy(EdgentPolicy):
     """Edgent's dynamic-bandwidth configurator: offline map + online change-point detection."""
 
+    stateless = False  # its change-point detector and current configuration
+
     name = "edgent-dynamic"
 
     def __init__(

@@ -198,17 +198,24 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
         # One integer drawn from np_random seeds the episode's streams (one per source); it is
         # kept so that references (the hindsight oracle) can rebuild the same episode.
         self.episode_entropy = episode_entropy(self.np_random)
-        self.sim = build_simulator(
+        sim = build_simulator(
             self.model,
             np.random.SeedSequence(self.episode_entropy),
             self.split,
             record=self.record,
             log_events=self.log_events,
         )
-        self.sim.on_finish.append(self._on_finish)
-        self._req = self.sim.next_decision()
+        return self.attach(sim), {}
+
+    def attach(self, sim: Simulator) -> np.ndarray:
+        """Run ``sim`` (a fresh simulator of this env's scenario, built elsewhere, e.g. by the
+        hindsight oracle from an episode's seed) as the current episode; returns the first
+        observation. :meth:`reset` builds the simulator and calls this."""
+        self.sim = sim
+        sim.on_finish.append(self._on_finish)
+        self._req = sim.next_decision()
         self._last_req = self._req
-        return self._observe(self._req), {}
+        return self._observe(self._req)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         sim = self.sim

@@ -99,7 +99,7 @@ def test_oracle_switches_plans_when_the_uplink_collapses(monkeypatch):
 
 def test_oracle_policy_in_the_evaluator_matches_its_schedule():
     model = toy_model({"horizon_s": 30.0, "workload.arrival.rate_per_s": 1.0})
-    pol = HindsightWindowOracle(window_s=10.0)
+    pol = HindsightWindowOracle(window_s=10.0, references=(), alternations=0)
     ev = evaluate(model, pol, seeds=[0], episodes=1)
     (lg,) = ev.all_logs()
     assert len(pol.schedule) == 3
@@ -160,7 +160,7 @@ def test_isolate_is_checked_and_auto_follows_torch(monkeypatch):
     used = []
 
     def schedule(*args):
-        used.append("isolated" if args[-1] else "here")
+        used.append("isolated" if args[7] else "here")
         return [(0,)] * 2
 
     monkeypatch.setattr(oracle_mod, "window_schedule", schedule)
@@ -173,3 +173,54 @@ def test_isolate_is_checked_and_auto_follows_torch(monkeypatch):
     used.clear()
     evaluate(model, HindsightWindowOracle(window_s=5.0, isolate="never"), seeds=[0], episodes=1)
     assert used == ["here"]
+
+
+def _totals(model, policy, seeds):
+    from edgerl.agents.evaluation import evaluate as ev
+
+    return [float(lg.utility.sum()) for lg in ev(model, policy, seeds=seeds, episodes=1).all_logs()]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "overrides"),
+    [
+        ("alexnet-edgepc-lte", ["horizon_s=12"]),  # where per-request references beat plans
+        ("camera-lte", ["horizon_s=12"]),
+    ],
+)
+def test_the_reference_oracle_is_never_below_its_references(scenario, overrides):
+    """Issue 18: the oracle follows, per window, the best of every plan, every alternation of
+    the best plan with the next ones and the online references; it is never below any of
+    those references on any seed (the schedule falls back to a whole-episode reference)."""
+    from edgerl.agents.baselines import make_baseline
+    from edgerl.envs.config import load_scenario
+    from edgerl.envs.sim.build import ScenarioModel
+
+    model = ScenarioModel.from_config(load_scenario(scenario, overrides))
+    seeds = [100, 101]
+    oracle = _totals(model, HindsightWindowOracle(workers=2, isolate="never"), seeds)
+    for name in oracle_mod.REFERENCES:
+        ref = _totals(model, make_baseline(name), seeds)
+        for s, o, r in zip(seeds, oracle, ref, strict=True):
+            assert o >= r - 1e-9, f"seed {s}: oracle {o:.3f} below {name} {r:.3f}"
+
+
+def test_alternations_and_references_replay_exactly_in_the_evaluator(monkeypatch):
+    """Every kind of choice (a plan, an alternation, a stateless and a stateful reference
+    asked at every decision) gives in evaluation exactly the utility it was planned with."""
+    model = toy_model(
+        {"horizon_s": 20.0, "workload.arrival.rate_per_s": 8.0, "action_menu.batch_sizes": [1, 2]}
+    )
+    a, b = (int(i) for i in np.flatnonzero(model.static_mask)[:2])
+    schedule = [(a,), ((a, b),), ("clairvoyant",), ("composite",), ((b, a),)]
+    monkeypatch.setattr(oracle_mod, "window_schedule", lambda *args: schedule)
+    pol = HindsightWindowOracle(window_s=4.0, isolate="never")
+    (lg,) = evaluate(model, pol, seeds=[0], episodes=1).all_logs()
+    planned = oracle_mod.schedule_total(
+        model, pol._entropy, "eval", schedule, 4.0, oracle_mod.REFERENCES
+    )
+    assert float(lg.utility.sum()) == pytest.approx(planned, abs=1e-9)
+    decided = list(zip(lg.decision_plan.tolist(), lg.decision_s.tolist(), strict=True))
+    first = [p for p, t in decided if t < 4.0]
+    second = [p for p, t in decided if 4.0 <= t < 8.0]
+    assert set(first) == {a} and second == [(a, b)[j % 2] for j in range(len(second))]
