@@ -44,6 +44,8 @@ US_PER_S = 1e6
 MS_PER_S = 1e3
 MJ_PER_J = 1e3
 PERCENTILES = (50, 95, 99)
+#: Two simulated times this close are the same instant [s].
+SAME_INSTANT_S = 1e-12
 
 #: name -> (unit, description). Order is the table order.
 METRICS: dict[str, tuple[str, str]] = {
@@ -67,6 +69,11 @@ METRICS: dict[str, tuple[str, str]] = {
         "requests in flight when arrivals stopped (then drained; included in every metric)",
     ),
     "return_per_episode": ("utility", "sum of utilities per episode (the RL return)"),
+    "shed_at_decision_fraction": (
+        "fraction",
+        "requests dropped at the instant of their decision, before using any resource (a plan "
+        "certain to miss its deadline: an implicit 'drop now' action)",
+    ),
     "decision_time_us": ("us", "mean wall time of one predict() call"),
 }
 
@@ -193,6 +200,8 @@ def unit_metrics(logs: Sequence[EpisodeLog]) -> dict[str, float]:
             "bytes_sent",
             "cache_hit",
             "raw_input_left",
+            "arrival_s",
+            "finish_s",
         )
     }
     done = cat["completed"]
@@ -220,6 +229,9 @@ def unit_metrics(logs: Sequence[EpisodeLog]) -> dict[str, float]:
         "in_flight_at_horizon_per_episode": float(sum(lg.in_flight_at_horizon for lg in logs))
         / n_ep,
         "return_per_episode": float(np.mean([lg.ep_return for lg in logs])),
+        "shed_at_decision_fraction": _nanmean(
+            (~done & (cat["finish_s"] - cat["arrival_s"] <= SAME_INSTANT_S)).astype(float)
+        ),
         "decision_time_us": sum(lg.decision_wall_s for lg in logs) / max(n_dec, 1) * US_PER_S,
     }
     return out
@@ -273,10 +285,27 @@ class PolicyEvaluation:
                 "unit": unit,
                 "per_unit": vals,
             }
+        out["utility_pooled"] = {
+            **self.pooled_utility(),
+            "unit": "utility/request",
+            "per_unit": [float(lg.utility.mean()) for lg in self.all_logs()],  # per episode
+        }
         return out
 
     def all_logs(self) -> list[EpisodeLog]:
         return [lg for s in self.seeds for lg in self.logs[s]]
+
+    def episode_totals(self) -> tuple[np.ndarray, np.ndarray]:
+        """(utility summed per episode, requests per episode), in (seed, episode) order."""
+        logs = self.all_logs()
+        return (
+            np.array([float(lg.utility.sum()) for lg in logs]),
+            np.array([float(lg.utility.size) for lg in logs]),
+        )
+
+    def pooled_utility(self) -> dict[str, Any]:
+        """U: the utility per request pooled over every held-out request (:func:`pooled`)."""
+        return pooled(*self.episode_totals())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -289,6 +318,57 @@ class PolicyEvaluation:
             "wall_time_s": self.wall_time_s,
             "metrics": self.metrics(),
         }
+
+
+def pooled(totals: np.ndarray, counts: np.ndarray, level: float = CI_LEVEL) -> dict[str, Any]:
+    """Utility per request pooled over episodes, ``sum(totals) / sum(counts)``, with a
+    confidence interval over episodes (the ratio estimator's linearised variance, Student-t
+    with n - 1 degrees of freedom; episodes are the independent units: each has its own
+    traces, offsets and arrivals). This is the one definition of U in every table; a mean of
+    per-seed means weights a seed's requests by 1 / (its request count) instead."""
+    totals, counts = np.asarray(totals, dtype=np.float64), np.asarray(counts, dtype=np.float64)
+    n = totals.size
+    if n == 0 or counts.sum() <= 0:
+        return {"mean": float("nan"), "ci95": None, "n_episodes": int(n)}
+    u = float(totals.sum() / counts.sum())
+    if n < 2:  # noqa: PLR2004 (a spread needs two episodes)
+        return {"mean": u, "ci95": None, "n_episodes": 1}
+    from scipy.stats import t as student_t
+
+    resid = totals - u * counts
+    se = math.sqrt(n / (n - 1) * float((resid**2).sum())) / float(counts.sum())
+    half = float(student_t.ppf(0.5 + level / 2, n - 1)) * se
+    return {"mean": u, "ci95": [u - half, u + half], "n_episodes": int(n)}
+
+
+def paired_difference(
+    policy: Sequence[PolicyEvaluation], reference: PolicyEvaluation
+) -> dict[str, Any]:
+    """U(policy) - U(reference) on the same held-out episodes (common random numbers: each
+    episode has the same arrivals for both), pooled per request, with its CI over episodes.
+
+    ``policy``: one evaluation per training seed of a learned algorithm (their per-episode
+    totals are averaged first), or a single evaluation. The relative gain divides by
+    ``|U(reference)|`` (null when it is 0)."""
+    ref_t, ref_n = reference.episode_totals()
+    totals = []
+    for ev in policy:
+        t, n = ev.episode_totals()
+        if not np.array_equal(n, ref_n):
+            raise ValueError(
+                f"{ev.label} vs {reference.label}: different requests per episode; a paired "
+                "difference needs the same held-out episodes"
+            )
+        totals.append(t)
+    diff = pooled(np.mean(totals, axis=0) - ref_t, ref_n)
+    u_ref = float(ref_t.sum() / ref_n.sum())
+    rel = None
+    if u_ref != 0:
+        rel = {
+            "mean": diff["mean"] / abs(u_ref),
+            "ci95": [c / abs(u_ref) for c in diff["ci95"]] if diff["ci95"] else None,
+        }
+    return {**diff, "relative": rel, "reference_utility": u_ref}
 
 
 def make_eval_env(model: ScenarioModel, horizon_s: float | None = None) -> Any:

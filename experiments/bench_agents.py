@@ -11,10 +11,15 @@ report, with U the mean utility per request on the held-out traces:
   dynamic mode and the serving composite (target >= 0.10 each);
 - ``ratio_vs_oracle`` = U(best learned) / U(oracle) (target >= 0.90; null when U(oracle) <= 0).
 
-For a learned algorithm U is the mean over training seeds of each seed's mean over the
-evaluation seeds (the CI is the Student-t interval over training seeds); the *best learned
-algorithm* is the one with the highest such mean, using the final ``model.zip`` by default
-(``best_model.zip`` is chosen on held-out episodes, a selection effect; both are reported).
+U is pooled per request: the utility summed over every held-out request divided by their
+number (:func:`edgerl.agents.evaluation.pooled`; its CI is over episodes). For a learned
+algorithm U is the mean over training seeds of each seed's pooled U (that CI is over training
+seeds); the *best learned algorithm* is the one with the highest such mean, using the final
+``model.zip`` by default (``best_model.zip`` is chosen on held-out episodes, a selection
+effect; both are reported). Gains are also reported as **paired differences** (``paired``):
+U(best learned) - U(ref) on the same held-out episodes (common random numbers make the pairing
+valid; the learned per-episode totals are averaged over training seeds first), with a CI over
+episodes, which is far narrower than the spread of either policy over episodes.
 
 Also: how the best learned algorithm uses each knob per bandwidth and load tercile
 (:mod:`edgerl.experiments.knobs`), and, with ``ablations``, the same algorithm retrained with
@@ -129,7 +134,7 @@ def _train_or_reuse(
 
 
 def _u(doc: dict[str, Any], label: str) -> float:
-    return float(doc["policies"][label]["metrics"]["utility_mean"]["mean"])
+    return float(doc["policies"][label]["metrics"]["utility_pooled"]["mean"])
 
 
 def _ratio(num: float, den: float) -> tuple[float | None, str]:
@@ -161,7 +166,7 @@ def _evaluate_runs(
             which=which,
         )
     )
-    per_seed = [float(p["metrics"]["utility_mean"]["mean"]) for p in doc["policies"].values()]
+    per_seed = [float(p["metrics"]["utility_pooled"]["mean"]) for p in doc["policies"].values()]
     mean, lo, hi = t_interval(per_seed)
     summary = {
         "utility_mean": mean,
@@ -213,7 +218,7 @@ def bench_scenario(cfg: BenchConfig, scenario: str) -> dict[str, Any]:
     }
     t_train = time.perf_counter() - t0
     t0 = time.perf_counter()
-    doc_base, _ = run_evaluation(
+    doc_base, base_evals = run_evaluation(
         EvalConfig(
             scenario=scenario,
             scenario_set=sets,
@@ -283,6 +288,13 @@ def bench_scenario(cfg: BenchConfig, scenario: str) -> dict[str, Any]:
             targets[f"gain_vs_{ref}"] = g
             targets[f"gain_vs_{ref}_note"] = note
             targets[f"met_gain_vs_{ref}"] = g is not None and g >= TARGET_GAIN
+    # gains as paired differences on the same held-out episodes (common random numbers)
+    from edgerl.agents.evaluation import paired_difference
+
+    learned_evals = list(final_evals[best_algo].values())
+    targets["paired"] = {
+        ref: paired_difference(learned_evals, base_evals[ref]) for ref in cfg.references
+    }
     # how the best learned algorithm uses the knobs (final models, all seeds pooled)
     model, _ = runinfo.resolve_scenario(scenario, sets)
     logs = [lg for ev in final_evals[best_algo].values() for lg in ev.all_logs()]
@@ -350,8 +362,9 @@ def markdown_report(results: list[dict[str, Any]], cfg: BenchConfig) -> str:
     lines = ["# edgerl bench agents", ""]
     lines += [
         f"Training seeds {list(cfg.train_seeds)}, {cfg.timesteps:,} steps; held-out evaluation "
-        f"seeds {list(cfg.eval_seeds)}, {cfg.episodes} episode(s) each; U = mean utility per "
-        f"request; learned = {cfg.which} models, mean ± 95 % CI over training seeds.",
+        f"seeds {list(cfg.eval_seeds)}, {cfg.episodes} episode(s) each; U = utility per "
+        f"request pooled over every held-out request; learned = {cfg.which} models, mean ± 95 % "
+        "CI over training seeds.",
         "",
     ]
     refs = [r for r in REFERENCE_BASELINES if all(r in res["baseline_utility"] for res in results)]
@@ -368,6 +381,23 @@ def markdown_report(results: list[dict[str, Any]], cfg: BenchConfig) -> str:
         row += [_fmt(tg.get("headroom"), pct=True), _fmt(tg.get("ratio_vs_oracle"))]
         row += [_fmt(tg.get(f"gain_vs_{g}"), pct=True) for g in GAIN_REFERENCES]
         lines.append("| " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "Paired gains of the best learned algorithm (same held-out episodes; U(learned) "
+        "- U(ref) per request, 95 % CI over episodes, and relative to |U(ref)|):",
+        "",
+    ]
+    lines += ["| scenario | reference | U(ref) | learned - ref | 95 % CI | relative |"]
+    lines += ["|---|---|---:|---:|---|---:|"]
+    for res in results:
+        for ref, pd in res["targets"].get("paired", {}).items():
+            ci = pd["ci95"]
+            ci_s = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "n/a"
+            rel = pd["relative"]
+            lines.append(
+                f"| {res['scenario']} | {ref} | {pd['reference_utility']:.3f} | "
+                f"{pd['mean']:+.3f} | {ci_s} | {_fmt(rel['mean'] if rel else None, pct=True)} |"
+            )
     lines += ["", "Every algorithm (final models; [best checkpoint]):", ""]
     lines += ["| scenario | algorithm | U final | U best ckpt | train s/run | env share |"]
     lines += ["|---|---|---:|---:|---:|---:|"]

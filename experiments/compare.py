@@ -41,7 +41,7 @@ from edgerl.experiments.evaluate import EvalConfig, run_evaluation, write_json
 
 #: Columns of the printed / Markdown table: metric, header, scale, decimals.
 TABLE_COLUMNS: tuple[tuple[str, str, float, int], ...] = (
-    ("utility_mean", "utility/req", 1.0, 3),
+    ("utility_pooled", "U pooled/req", 1.0, 3),
     ("latency_mean_ms", "lat mean ms", 1.0, 1),
     ("latency_p95_ms", "p95 ms", 1.0, 1),
     ("latency_p99_ms", "p99 ms", 1.0, 1),
@@ -59,7 +59,7 @@ TABLE_COLUMNS: tuple[tuple[str, str, float, int], ...] = (
 #: The terminal table (fits 100 columns): metric and a short header; utility with its CI,
 #: the other metrics as means.
 TERMINAL_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("utility_mean", "utility"),
+    ("utility_pooled", "U/req"),
     ("latency_p95_ms", "p95 ms"),
     ("slo_hit_rate", "SLO"),
     ("accuracy", "acc"),
@@ -183,7 +183,7 @@ def rich_table(doc: dict[str, Any]) -> Any:
     from rich import box
     from rich.table import Table
 
-    _, rows = table_cells(doc, [m for m, _ in TERMINAL_COLUMNS], ci_for=("utility_mean",))
+    _, rows = table_cells(doc, [m for m, _ in TERMINAL_COLUMNS], ci_for=("utility_pooled",))
     header = ["policy", *[h for _, h in TERMINAL_COLUMNS]]
     t = Table(
         title=(

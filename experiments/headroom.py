@@ -90,8 +90,8 @@ def headroom_entry(
     Each entry carries its own protocol (seeds, episodes, window), commit and source, since
     the file merges entries measured by different commands at different times.
     """
-    fixed = float(metrics["best-fixed"]["utility_mean"]["mean"])
-    oracle = float(metrics["oracle"]["utility_mean"]["mean"])
+    fixed = float(metrics["best-fixed"]["utility_pooled"]["mean"])
+    oracle = float(metrics["oracle"]["utility_pooled"]["mean"])
     model, _ = runinfo.resolve_scenario(scenario)
     return {
         "scenario": scenario,

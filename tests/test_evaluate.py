@@ -135,8 +135,9 @@ def test_run_evaluation_document(busy, tmp_path):
     assert doc["split"] == "eval" and doc["kind"] == "edgerl.evaluation"
     assert list(doc["policies"]) == ["device-only", "edgent"]
     for pd in doc["policies"].values():
-        assert set(pd["metrics"]) == set(METRICS)
+        assert set(pd["metrics"]) == {*METRICS, "utility_pooled"}
         assert {"mean", "ci95", "unit", "per_unit"} <= set(pd["metrics"]["utility_mean"])
+        assert {"mean", "ci95", "n_episodes"} <= set(pd["metrics"]["utility_pooled"])
     json.dumps(doc)  # serialisable
 
 
@@ -177,3 +178,33 @@ def test_cli_missing_and_corrupt_run_directory(tmp_path):
     (tmp_path / "run.json").write_text("{", encoding="utf-8")
     r = runner.invoke(app, ["evaluate", "--scenario", "toy-analytic", "--policy", str(tmp_path)])
     assert r.exit_code == 2 and "corrupt JSON" in _err(r)
+
+
+def test_pooled_utility_is_total_over_requests_with_a_ratio_ci():
+    from edgerl.agents.evaluation import pooled
+
+    # episodes of 1 and 3 requests: the mean of per-episode means would be (1 + 1) / 2 = 1,
+    # pooled it is (1 + 9) / 4 = 2.5
+    out = pooled(np.array([1.0, 9.0]), np.array([1.0, 3.0]))
+    assert out["mean"] == pytest.approx(2.5) and out["n_episodes"] == 2
+    lo, hi = out["ci95"]
+    # residuals 1 - 2.5 = -1.5 and 9 - 7.5 = 1.5; se = sqrt(2 * 4.5) / 4 = 0.75; t(0.975, 1)
+    assert hi - lo == pytest.approx(2 * 12.7062047 * 0.75, rel=1e-6)
+    assert pooled(np.array([2.0]), np.array([4.0]))["ci95"] is None
+
+
+def test_paired_difference_cancels_the_shared_episode_variance(toy):
+    from edgerl.agents.baselines import make_baseline
+    from edgerl.agents.evaluation import evaluate, paired_difference
+
+    a = evaluate(toy, make_baseline("device-only"), seeds=[0, 1, 2], episodes=1)
+    b = evaluate(toy, make_baseline("edge-only"), seeds=[0, 1, 2], episodes=1)
+    d = paired_difference([a], b)
+    ua, ub = a.pooled_utility()["mean"], b.pooled_utility()["mean"]
+    assert d["mean"] == pytest.approx(ua - ub)
+    assert d["reference_utility"] == pytest.approx(ub)
+    self_diff = paired_difference([a], a)
+    assert self_diff["mean"] == 0.0 and self_diff["ci95"] == [0.0, 0.0]
+    other = evaluate(toy, make_baseline("device-only"), seeds=[5], episodes=1)
+    with pytest.raises(ValueError, match="same held-out episodes"):
+        paired_difference([other], b)

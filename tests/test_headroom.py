@@ -16,8 +16,8 @@ from edgerl.experiments.headroom import (
 
 def _metrics(fixed: float, oracle: float) -> dict:
     return {
-        "best-fixed": {"utility_mean": {"mean": fixed}},
-        "oracle": {"utility_mean": {"mean": oracle}},
+        "best-fixed": {"utility_pooled": {"mean": fixed}},
+        "oracle": {"utility_pooled": {"mean": oracle}},
     }
 
 
