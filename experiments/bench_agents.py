@@ -347,6 +347,7 @@ def _record_headroom(cfg: BenchConfig, scenario: str, doc: dict[str, Any], wall_
         episodes=cfg.episodes,
         oracle_window_s=cfg.oracle_window_s,
         source=f"edgerl bench agents ({cfg.out})",
+        oracle=pol["oracle"]["description"],
     )
     record_headroom({scenario: entry}, cfg.headroom_out)
 

@@ -187,6 +187,8 @@ def run_evaluation(
             "level": 0.95,
             "method": "Student-t over per-unit values: mean ± t(0.975, n-1)·sd/√n",
             "unit": "evaluation seed (its episodes pooled); each episode when only one seed",
+            "utility_pooled": "U, the one utility definition of every table: total utility / "
+            "requests over every held-out episode; CI: ratio estimator over episodes",
         },
         "metric_definitions": {k: {"unit": u, "description": d} for k, (u, d) in METRICS.items()},
         "git_commit": runinfo.git_commit(),
