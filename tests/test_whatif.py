@@ -115,3 +115,20 @@ def test_prediction_is_exact_in_a_busy_toy_with_batching_and_cache(devices):
     )
     stats = _check_exact(model, seed=5, n_decisions=120)
     assert stats["behind_device"] > 0 and stats["edge_or_cache"] > 20
+
+
+def test_too_many_in_flight_falls_back_to_the_horizons(monkeypatch):
+    """Above WHATIF_MAX_IN_FLIGHT the prediction reads the resources' horizons (counted)."""
+    import edgerl.envs.sim.simulator as simmod
+
+    model = _model("camera-lte", ["horizon_s=4"])
+    split = next(p for p in model.plans if 0 < p.cut_edge < p.n_units and model.static_mask[p.index])
+    monkeypatch.setattr(simmod, "WHATIF_MAX_IN_FLIGHT", 0)
+    sim = build_simulator(model, 1, "eval")
+    for _ in range(30):
+        req = sim.next_decision()
+        assert req is not None
+        out = sim.predict_outcome(req, split)
+        assert out.parts and np.isfinite(out.utility)
+        sim.apply(split.index)
+    assert sim.whatif_fallbacks > 0

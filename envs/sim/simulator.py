@@ -74,6 +74,13 @@ EWMA_WEIGHT = 0.05
 #: feature: a repeat is worth a cache lookup). A design choice: a few seconds of requests.
 RECENT_INPUTS_PER_DEVICE = 64
 
+#: Above this many requests in flight :meth:`Simulator.predict_outcome` predicts from the
+#: resources' horizons instead of replaying every one of them (a replay costs about 6 us per
+#: event of the requests in flight: 200 requests queued in an overloaded lte-dynamic episode
+#: under a random policy made one decision cost 100-200 ms; see README, "Reward"). A design
+#: choice: above the request counts of the shedding scenarios' trained policies.
+WHATIF_MAX_IN_FLIGHT = 64
+
 REWARD_PARTS = ("accuracy", "latency", "energy", "slo_miss", "bytes", "privacy", "drop")
 
 
@@ -453,6 +460,7 @@ class Simulator:
         self.pending_admits: dict[int, tuple[float, int, Request, Plan]] = {}
         self.seq = 0
         self.starting = 0  # processes applied but not started yet (same-instant decisions)
+        self.whatif_fallbacks = 0  # predictions made from the horizons (too many in flight)
         self.record = record
         self.finished: list[Request] = []
         self.events: list[tuple[float, int, str]] | None = [] if log_events else None
@@ -923,6 +931,8 @@ class Simulator:
         in flight (:class:`edgerl.envs.sim.whatif.Replay`). With no later arrival the real
         outcome equals the prediction; a request decided later may still overtake this one
         (a raw input reaching the uplink first, a later member joining its edge batch).
+        With more than :data:`WHATIF_MAX_IN_FLIGHT` requests in flight it falls back to the
+        resources' horizons (:meth:`_predict_horizons`, counted in ``whatif_fallbacks``).
         ``snapshot``: a :class:`Snapshot` of the current state, to share between several
         plans for the same request (taken here when omitted).
         """
@@ -947,6 +957,9 @@ class Simulator:
                 False,
                 "",
             )
+        if len(self.inflight) > WHATIF_MAX_IN_FLIGHT:
+            self.whatif_fallbacks += 1
+            return self._predict_horizons(req, plan)
         r = Replay(snapshot or Snapshot(self), req, plan).run()
         return self._outcome(
             req,
@@ -959,6 +972,126 @@ class Simulator:
             r.raw_left,
             r.drop,
         )
+
+    def _predict_horizons(self, req: Request, plan: Plan) -> PlanOutcome:
+        """The outcome from the resources' current horizons alone (env v2 up to b33cbc7).
+
+        What :meth:`predict_outcome` falls back to when more than
+        :data:`WHATIF_MAX_IN_FLIGHT` requests are in flight (an overloaded system, where a
+        replay of every one of them per decision would cost milliseconds): it ignores the work
+        already decided that has not yet reached a shared resource (uploads of requests still
+        on the device CPU, arrivals at the edge, results on their way back), so it is
+        optimistic for split plans. ``plan`` is already resolved.
+        """
+        net, dev = self.cfg.network, self.devices[req.device]
+        now = self.env.now
+        radio, on_air = self.radio, dev.radio_on.uncovered_s
+        up_busy, down_busy = dev.uplink.busy_until_s, dev.downlink.busy_until_s
+        up_end, down_end = (
+            dev.uplink.bandwidth.transfer_end_s,
+            dev.downlink.bandwidth.transfer_end_s,
+        )
+        prop = dev.uplink.prop_s
+        shed, due_s, i = self.shedding, req.arrival_s + req.deadline_s, plan.index
+        energy_j, bytes_up, t = 0.0, 0, now
+        drop, wan_bytes = "", 0
+        caching = plan.cache_policy != "none"
+        if caching:  # fingerprint up, answer down (transfers: start, end, energy of added air)
+            start = t if t > up_busy else up_busy
+            up_busy = up_end(start, net.fingerprint_bytes)
+            energy_j += radio.uplink_energy_j(net.fingerprint_bytes, on_air(start, up_busy))
+            bytes_up += net.fingerprint_bytes
+            entry = self.cache.entries.get(req.input_id)
+            at = up_busy + prop
+            start = at if at > down_busy else down_busy
+            down_busy = down_end(start, net.result_bytes)
+            energy_j += radio.downlink_energy_j(net.result_bytes, on_air(start, down_busy))
+            t = down_busy + prop
+            if entry is not None:
+                return self._outcome(
+                    req, t, energy_j, bytes_up, 0, entry.accuracy, entry.correct, False, ""
+                )
+        if plan.device_s > 0:
+            busy = dev.cpu.busy_until_s
+            start = t if t > busy else busy
+            if shed and start + plan.device_s + self.rest_device_out[i] > due_s:
+                drop = "deadline@device"
+            else:
+                t = start + plan.device_s
+                energy_j += dev.power_w * plan.device_s
+        if plan.offloads and not drop:
+            start = t if t > up_busy else up_busy
+            if shed and start + self.rest_device_out[i] > due_s:
+                drop, t = "deadline@uplink", start
+            else:
+                up_busy = up_end(start, plan.uplink_bytes)
+                energy_j += radio.uplink_energy_j(plan.uplink_bytes, on_air(start, up_busy))
+                bytes_up += plan.uplink_bytes
+                t = up_busy + prop
+                drop, t = self._predict_edge(plan, t, due_s, now)
+            if plan.uses_cloud and not drop:
+                drop, t = self._predict_cloud(plan, t, due_s, now)
+                if drop != "deadline@wan":  # a WAN transfer abandoned at its start sent nothing
+                    wan_bytes = plan.wan_bytes + (0 if drop else net.result_bytes)
+            if not drop:
+                start = t if t > down_busy else down_busy
+                down_busy = down_end(start, net.result_bytes)
+                energy_j += radio.downlink_energy_j(net.result_bytes, on_air(start, down_busy))
+                t = down_busy + prop
+        elif caching and not drop:  # the device uploads its result (+ fingerprint) for the cache
+            nbytes = net.result_bytes + net.fingerprint_bytes
+            start = t if t > up_busy else up_busy
+            end = up_end(start, nbytes)
+            energy_j += radio.uplink_energy_j(nbytes, on_air(start, end))
+            bytes_up += nbytes
+        if drop:
+            # a request shed before its upload never sent its raw input
+            left = plan.raw_input_leaves and drop not in ("deadline@device", "deadline@uplink")
+            return self._outcome(req, t, energy_j, bytes_up, wan_bytes, 0.0, False, left, drop)
+        correct = self.is_correct(req.input_id, plan)
+        return self._outcome(
+            req, t, energy_j, bytes_up, wan_bytes, plan.accuracy, correct, plan.raw_input_leaves, ""
+        )
+
+    def _predict_edge(self, plan: Plan, t: float, due_s: float, now: float) -> tuple[str, float]:
+        """(drop reason or "", time the edge stage ends) for a request reaching the edge at t."""
+        i = plan.index
+        batcher = self.plan_batcher[i]
+        if batcher is None:
+            return "", t
+        if self.shedding and t + self.rest_edge_in[i] > due_s:
+            return "deadline@edge", t
+        if self.edge_queue_len() >= self.cfg.edge.queue_capacity:
+            return "edge_full", t
+        window_s = self.cfg.edge.max_batch_wait_ms / 1e3
+        waiting = [j for _, _, j in batcher.waiting if j + window_s > t]
+        n = min(len(waiting) + 1, self.max_batch)
+        target = min(plan.batch_size, batcher.min_target) if waiting else plan.batch_size
+        dispatch = t if n >= target else (waiting[0] if waiting else t) + window_s
+        free = self.edge_workers.free_at_s()
+        end = (dispatch if dispatch > free else free) + self.edge_s_by_n[i][n]
+        if self.shedding and end + self.rest_edge_out[i] > due_s:
+            return "deadline@edge", dispatch
+        return "", end
+
+    def _predict_cloud(self, plan: Plan, t: float, due_s: float, now: float) -> tuple[str, float]:
+        """(drop reason or "", time the result is back at the edge) from the edge at t."""
+        i, net = plan.index, self.cfg.network
+        wan_start = max(t, self.wan_up.busy_until_s)
+        if self.shedding and wan_start + self.rest_edge_out[i] > due_s:
+            return "deadline@wan", wan_start
+        t = self.wan_up.bandwidth.transfer_end_s(wan_start, plan.wan_bytes) + self.wan_up.prop_s
+        if self.cloud_workers.waiting(now) >= self.cfg.cloud.queue_capacity:
+            return "cloud_full", t
+        free = self.cloud_workers.free_at_s()
+        start = t if t > free else free
+        if self.shedding and start + plan.cloud_s + self.rest_cloud_out[i] > due_s:
+            return "deadline@cloud", t
+        t = start + plan.cloud_s
+        back = self.wan_down.bandwidth.transfer_end_s(
+            max(t, self.wan_down.busy_until_s), net.result_bytes
+        )
+        return "", back + self.wan_down.prop_s
 
     def _capped(self, latency_s: float) -> float:
         """The latency the reward charges (``reward.latency_cap_s``, if set, bounds it)."""
