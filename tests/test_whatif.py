@@ -122,7 +122,9 @@ def test_too_many_in_flight_falls_back_to_the_horizons(monkeypatch):
     import edgerl.envs.sim.simulator as simmod
 
     model = _model("camera-lte", ["horizon_s=4"])
-    split = next(p for p in model.plans if 0 < p.cut_edge < p.n_units and model.static_mask[p.index])
+    split = next(
+        p for p in model.plans if 0 < p.cut_edge < p.n_units and model.static_mask[p.index]
+    )
     monkeypatch.setattr(simmod, "WHATIF_MAX_IN_FLIGHT", 0)
     sim = build_simulator(model, 1, "eval")
     for _ in range(30):
