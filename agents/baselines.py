@@ -603,6 +603,27 @@ BASELINES: dict[str, BaselineSpec] = {
         "INFaaS variant + Neurosurgeon cut + Clipper AIMD batch + LRU cache",
         paper="Romero et al. ATC 2021; Kang et al. ASPLOS 2017; Crankshaw et al. NSDI 2017",
     ),
+    "composite-triton": _spec(
+        lambda latency_source="regression", fit_on="hardware": _serving().TritonBatchingComposite(
+            latency_source=latency_source, fit_on=fit_on
+        ),
+        "composite with Triton's default dynamic batcher (no added queue delay)",
+        paper="NVIDIA Triton Inference Server user guide, Dynamic Batcher",
+    ),
+    "composite-rayserve": _spec(
+        lambda latency_source="regression", fit_on="hardware": _serving().RayServeBatchingComposite(
+            latency_source=latency_source, fit_on=fit_on
+        ),
+        "composite with Ray Serve's @serve.batch defaults (10 requests, 0.01 s)",
+        paper="Ray Serve API reference, ray.serve.batch",
+    ),
+    "proteus": _spec(
+        lambda latency_source="regression", fit_on="hardware": _proteus().ProteusPolicy(
+            latency_source=latency_source, fit_on=fit_on
+        ),
+        "periodic MILP (HiGHS) over the plan catalogue, weighted routing, adaptive batching",
+        paper="Ahmad et al., ASPLOS 2024",
+    ),
     "best-fixed": _spec(
         lambda search=None, cache_dir=None: BestFixedPolicy(search, cache_dir),
         "best single plan on the training traces (exhaustive search)",
@@ -627,6 +648,12 @@ def _serving() -> Any:
     from edgerl.agents import serving  # imports this module: resolved at call time
 
     return serving
+
+
+def _proteus() -> Any:
+    from edgerl.agents import proteus  # imports this module: resolved at call time
+
+    return proteus
 
 
 def _oracle() -> Any:
