@@ -369,7 +369,7 @@ class ProteusPolicy(_CostModelPolicy):
         alloc, status = self.solve_allocation(rates, uplink_mbps, wan_mbps)
         wall_ms = (time.perf_counter() - t0) * 1e3
         kept = alloc is None or not any(len(p) for p in alloc.plans)
-        if not kept:
+        if alloc is not None and not kept:
             self.allocation = alloc
             self._credit = [dict.fromkeys((int(p) for p in ps), 0.0) for ps in alloc.plans]
         self.solve_log.append(SolveRecord(self._decisions, wall_ms, status, kept))
