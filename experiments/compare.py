@@ -58,7 +58,7 @@ TABLE_COLUMNS: tuple[tuple[str, str, float, int], ...] = (
     # in flight when arrivals stopped; drained afterwards and counted in every column
     ("in_flight_at_horizon_per_episode", "unfin@h", 1.0, 1),
 )
-#: The terminal table (fits 100 columns): metric and a short header; utility with its CI,
+#: The terminal table (about 125 columns): metric and a short header; utility with its CI,
 #: the other metrics as means.
 TERMINAL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("utility_mean", "utility"),
@@ -182,7 +182,7 @@ def table_cells(
 
 
 def rich_table(doc: dict[str, Any]) -> Any:
-    """The terminal table (:data:`TERMINAL_COLUMNS`, about 100 characters wide); the JSON and
+    """The terminal table (:data:`TERMINAL_COLUMNS`, about 125 characters wide); the JSON and
     the Markdown table of ``compare`` have every metric with its CI."""
     from rich import box
     from rich.table import Table
