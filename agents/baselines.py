@@ -32,13 +32,16 @@ edgent              all (accuracy lvl)  all          dev-edge     1       none  
 edgent-fp32         reference           all          dev-edge     1       none   observation
 edgent-dynamic      all (accuracy lvl)  all          dev-edge     1       none   obs + map
 composite           cheapest in time    final        dev-edge     AIMD    LRU    observation
+composite-triton    cheapest in time    final        dev-edge     Triton  LRU    observation
+composite-rayserve  cheapest in time    final        dev-edge     <= 10   LRU    observation
+proteus             all (MILP)          all          all          MILP    LRU    observation
 best-fixed          all                 all          all          all     all    training runs
 clairvoyant         all                 all          all          all     all    true future
 oracle              all                 all          all          all     all    true future
 ==================  ==================  ===========  ===========  ======  =====  ==============
 
-(``edgent-dynamic``, ``composite``: :mod:`edgerl.agents.serving`; ``oracle``:
-:mod:`edgerl.agents.oracle`.)
+(``edgent-dynamic``, ``composite`` and its batching variants: :mod:`edgerl.agents.serving`;
+``proteus``: :mod:`edgerl.agents.proteus`; ``oracle``: :mod:`edgerl.agents.oracle`.)
 
 Neurosurgeon partitions one given model and has no accuracy notion: given the variants it
 would always take the fastest, so it keeps the reference model. Edgent's right-sizing is

@@ -199,6 +199,7 @@ class ProteusPolicy(_CostModelPolicy):
 
         self.prior_rate_per_s = mean_rate_per_s(cfg.workload)  # static: the workload's mean
         import scipy.optimize  # noqa: F401 (loaded here, so no solve time includes the import)
+
         self.reset()
 
     def _reset_state(self) -> None:
@@ -403,8 +404,9 @@ class ProteusPolicy(_CostModelPolicy):
     ) -> int:
         alloc = self.allocation
         seg_rate = alloc.segment_rate_per_s if alloc is not None else None
+        support_k = alloc.plans[k] if alloc is not None else np.zeros(0, dtype=np.intp)
         chosen = -1
-        if alloc is not None and len(alloc.plans[k]):
+        if alloc is not None and len(support_k):
             credit = self._credit[k]
             for p, s in zip(alloc.plans[k], alloc.shares[k], strict=True):
                 credit[int(p)] += float(s)
@@ -419,7 +421,7 @@ class ProteusPolicy(_CostModelPolicy):
                 return chosen
             # deadline guard: the solution's best plan for this app that meets the deadline
             support = np.array(
-                [self._batch(int(p), state, total_rate, seg_rate, mask) for p in alloc.plans[k]]  # type: ignore[union-attr]
+                [self._batch(int(p), state, total_rate, seg_rate, mask) for p in support_k]
             )
             lat, util = self.predicted(support, state, total_rate, seg_rate)
             ok = lat <= state.deadline_s
