@@ -366,7 +366,7 @@ def bench_agents(
     references: str = typer.Option(
         "",
         help="reference baselines, comma-separated (default: best-fixed, edgent-dynamic, "
-        "composite, edgent, neurosurgeon, clairvoyant, oracle)",
+        "composite, proteus, edgent, neurosurgeon, clairvoyant, oracle)",
     ),
     ablations: str = typer.Option(
         "",
