@@ -32,13 +32,16 @@ edgent              all (accuracy lvl)  all          dev-edge     1       none  
 edgent-fp32         reference           all          dev-edge     1       none   observation
 edgent-dynamic      all (accuracy lvl)  all          dev-edge     1       none   obs + map
 composite           cheapest in time    final        dev-edge     AIMD    LRU    observation
+composite-triton    cheapest in time    final        dev-edge     Triton  LRU    observation
+composite-rayserve  cheapest in time    final        dev-edge     <= 10   LRU    observation
+proteus             all (MILP)          all          all          MILP    LRU    observation
 best-fixed          all                 all          all          all     all    training runs
 clairvoyant         all                 all          all          all     all    true future
 oracle              all                 all          all          all     all    true future
 ==================  ==================  ===========  ===========  ======  =====  ==============
 
-(``edgent-dynamic``, ``composite``: :mod:`edgerl.agents.serving`; ``oracle``:
-:mod:`edgerl.agents.oracle`.)
+(``edgent-dynamic``, ``composite`` and its batching variants: :mod:`edgerl.agents.serving`;
+``proteus``: :mod:`edgerl.agents.proteus`; ``oracle``: :mod:`edgerl.agents.oracle`.)
 
 Neurosurgeon partitions one given model and has no accuracy notion: given the variants it
 would always take the fastest, so it keeps the reference model. Edgent's right-sizing is
@@ -611,6 +614,27 @@ BASELINES: dict[str, BaselineSpec] = {
         "INFaaS variant + Neurosurgeon cut + Clipper AIMD batch + LRU cache",
         paper="Romero et al. ATC 2021; Kang et al. ASPLOS 2017; Crankshaw et al. NSDI 2017",
     ),
+    "composite-triton": _spec(
+        lambda latency_source="regression", fit_on="hardware": _serving().TritonBatchingComposite(
+            latency_source=latency_source, fit_on=fit_on
+        ),
+        "composite with Triton's default dynamic batcher (no added queue delay)",
+        paper="NVIDIA Triton Inference Server user guide, Dynamic Batcher",
+    ),
+    "composite-rayserve": _spec(
+        lambda latency_source="regression", fit_on="hardware": _serving().RayServeBatchingComposite(
+            latency_source=latency_source, fit_on=fit_on
+        ),
+        "composite with Ray Serve's @serve.batch defaults (10 requests, 0.01 s)",
+        paper="Ray Serve API reference, ray.serve.batch",
+    ),
+    "proteus": _spec(
+        lambda latency_source="regression", fit_on="hardware": _proteus().ProteusPolicy(
+            latency_source=latency_source, fit_on=fit_on
+        ),
+        "periodic MILP (HiGHS) over the plan catalogue, weighted routing, adaptive batching",
+        paper="Ahmad et al., ASPLOS 2024",
+    ),
     "best-fixed": _spec(
         lambda search=None, cache_dir=None: BestFixedPolicy(search, cache_dir),
         "best single plan on the training traces (exhaustive search)",
@@ -635,6 +659,12 @@ def _serving() -> Any:
     from edgerl.agents import serving  # imports this module: resolved at call time
 
     return serving
+
+
+def _proteus() -> Any:
+    from edgerl.agents import proteus  # imports this module: resolved at call time
+
+    return proteus
 
 
 def _oracle() -> Any:

@@ -20,6 +20,16 @@ Metric definitions (``METRICS``): latency statistics over completed requests; ac
 the expected accuracy of the exit that answered (the env's reward uses it); ``correct_rate``
 the sampled correctness; SLO hit rate, energy, bytes, raw-input fraction over all requests
 (all finish, see above); cache hit rate over completed requests.
+
+Serving-style tail metrics (as serving systems such as Nexus, SOSP 2019, Clockwork, OSDI
+2020, and Shepherd, NSDI 2023, report results: goodput and attainment of a latency SLO at a
+high percentile): ``goodput_per_s`` is the number of requests completed within their
+deadline divided by the episodes' arrival window (the horizon; requests drained after it
+count if they arrived before it); ``slo_p99_attained`` is, per unit, 1 if at least 99 % of
+all its requests completed within their deadline (a dropped request is a miss; equivalently
+the 99th percentile of latency/deadline, dropped requests counting as never finishing, is at
+most 1) and 0 otherwise, so its mean is the share of units that attain the 99th-percentile
+SLO.
 """
 
 from __future__ import annotations
@@ -46,6 +56,8 @@ MJ_PER_J = 1e3
 PERCENTILES = (50, 95, 99)
 #: Two simulated times this close are the same instant [s].
 SAME_INSTANT_S = 1e-12
+#: Share of requests that must meet their deadline for the tail SLO to be attained.
+SLO_ATTAINMENT_QUANTILE = 0.99
 
 #: name -> (unit, description). Order is the table order.
 METRICS: dict[str, tuple[str, str]] = {
@@ -55,6 +67,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "latency_p95_ms": ("ms", "95th percentile latency of completed requests"),
     "latency_p99_ms": ("ms", "99th percentile latency of completed requests"),
     "slo_hit_rate": ("fraction", "finished requests completed within their deadline"),
+    "goodput_per_s": ("requests/s", "requests completed within their deadline per second"),
+    "slo_p99_attained": (
+        "fraction",
+        "units in which >= 99 % of requests completed within their deadline (drops miss)",
+    ),
     "accuracy": ("fraction", "expected accuracy of the answering exit, completed requests"),
     "correct_rate": ("fraction", "sampled correct answers among completed requests"),
     "energy_mj_per_request": ("mJ", "device energy (compute + radio) per finished request"),
@@ -103,6 +120,8 @@ class EpisodeLog:
     in_flight_at_horizon: int
     ep_return: float
     decision_wall_s: float
+    #: the arrival window: arrivals stop at the horizon [s] (NaN where unknown)
+    horizon_s: float = float("nan")
     bandwidth_t_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
     bandwidth_mbps: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
@@ -172,6 +191,7 @@ def run_episode(
         in_flight_at_horizon=int(sim.in_flight_at_horizon),
         ep_return=float(ret),
         decision_wall_s=wall,
+        horizon_s=float(inner.cfg.horizon_s),
     )
     if record_bandwidth:
         bw = sim.devices[0].uplink.bandwidth
@@ -217,6 +237,10 @@ def unit_metrics(logs: Sequence[EpisodeLog]) -> dict[str, float]:
             for q in PERCENTILES
         },
         "slo_hit_rate": _nanmean(slo.astype(float)),
+        "goodput_per_s": float(slo.sum()) / sum(lg.horizon_s for lg in logs),
+        "slo_p99_attained": (
+            float(_nanmean(slo.astype(float)) >= SLO_ATTAINMENT_QUANTILE) if slo.size else math.nan
+        ),
         "accuracy": _nanmean(cat["accuracy"][done]),
         "correct_rate": _nanmean(cat["correct"][done].astype(float)),
         "energy_mj_per_request": _nanmean(cat["energy_j"]) * MJ_PER_J,

@@ -147,7 +147,7 @@ class ServingCompositePolicy(_CostModelPolicy):
     ) -> int:
         assert self.costs is not None and self._decoder is not None, "call bind(env) first"
         state = self._decoder.decode(observation)
-        batch = self._batch()
+        batch = self._batch_for(observation)
         floor = max(acc for _, acc, _ in self.by_variant) - self.accuracy_tolerance
         fastest: tuple[float, int] = (math.inf, -1)
         chosen = -1
@@ -166,8 +166,16 @@ class ServingCompositePolicy(_CostModelPolicy):
                 break
         if chosen < 0:
             chosen = fastest[1] if fastest[1] >= 0 else int(self.by_variant[0][2][batch][0])
-        self._aimd(chosen, state, float(observation[self._i_batch_ms]) * self._batch_scale)
+        self._after(chosen, state, observation)
         return chosen
+
+    def _batch_for(self, observation: np.ndarray) -> int:
+        """The edge batch size of this request's plan (Clipper's AIMD target here)."""
+        return self._batch()
+
+    def _after(self, plan_index: int, state: ObservedState, observation: np.ndarray) -> None:
+        """Feedback after a decision (Clipper's AIMD update here)."""
+        self._aimd(plan_index, state, float(observation[self._i_batch_ms]) * self._batch_scale)
 
     def _aimd(self, plan_index: int, state: ObservedState, batch_ms: float) -> None:
         """Clipper's AIMD on the batch-size target, against the request's edge budget."""
@@ -188,6 +196,112 @@ class ServingCompositePolicy(_CostModelPolicy):
             accuracy_tolerance=self.accuracy_tolerance,
             cache=self.cache,
             variants_cheapest_first=[v for v, _, _ in self.by_variant],
+        )
+        return d
+
+
+#: Ray Serve's ``@serve.batch`` defaults (docs.ray.io, ``ray.serve.batch`` API reference:
+#: ``max_batch_size: int = 10, batch_wait_timeout_s: float = 0.01``).
+RAY_SERVE_MAX_BATCH_SIZE = 10
+RAY_SERVE_BATCH_WAIT_TIMEOUT_S = 0.01
+
+
+class _PractitionerBatchingComposite(ServingCompositePolicy):
+    """The composite with a serving framework's default edge batcher instead of AIMD.
+
+    Variant (INFaaS), cut (Neurosurgeon) and cache (LRU) are the composite's; only the batch
+    size of the plan changes, so a reader sees what a batch choice adds over the defaults
+    people deploy. The simulator's batcher (:class:`edgerl.envs.sim.simulator.Batcher`)
+    dispatches a segment's batch when as many requests wait as the smallest batch-size
+    target among them, or when the first one has waited the scenario's
+    ``edge.max_batch_wait_ms``; a policy can only choose each request's target.
+    """
+
+    def _setup(self, model: ScenarioModel) -> None:
+        super()._setup(model)
+        names = [f.name for f in self.env.features]
+        self._raw_idx = {
+            n: names.index(n)
+            for n in ("edge_backlog_ms", "edge_batch_waiting", "arrival_rate_per_s")
+        }
+        self._raw_scale = {n: self.env.features[i].scale for n, i in self._raw_idx.items()}
+        self._n_devices = model.cfg.devices.count
+        self._window_s = model.cfg.edge.max_batch_wait_ms / 1e3
+
+    def _raw(self, observation: np.ndarray, name: str) -> float:
+        return float(observation[self._raw_idx[name]]) * self._raw_scale[name]
+
+    def _largest_offered(self, n: float) -> int:
+        fitting = [b for b in self.batch_sizes if b <= n]
+        return fitting[-1] if fitting else self.batch_sizes[0]
+
+    def _after(self, plan_index: int, state: ObservedState, observation: np.ndarray) -> None:
+        return None  # no feedback: a framework default is static
+
+
+class TritonBatchingComposite(_PractitionerBatchingComposite):
+    """``composite-triton``: Triton's dynamic batcher with its default settings.
+
+    NVIDIA Triton Inference Server user guide, "Batchers / Dynamic Batcher"
+    (docs.nvidia.com/deeplearning/triton-inference-server/user-guide/docs/batcher.html):
+    "by default the dynamic batcher will create batches as large as possible up to the
+    maximum batch size and will not delay when forming batches" (``max_queue_delay_microseconds``
+    defaults to 0); batches are formed "when a model instance becomes available" from the
+    requests waiting then. So a request finding an edge worker idle runs at once, and one
+    finding it busy is batched with whatever waits when the worker frees.
+
+    Mapping (approximate): the simulator forms a batch when it is dispatched to the worker
+    queue, not when a worker frees, so the target is set from the edge's report: batch size
+    1 (no added delay) when the observed time until an edge worker is free is zero;
+    otherwise the largest offered batch size not above the number expected to wait when the
+    worker frees (this request, the requests already in batchers, and the arrivals expected
+    during the observed backlog: devices x this device's observed rate x backlog). A batch
+    that does not fill leaves at the scenario's ``edge.max_batch_wait_ms`` window (Triton
+    would wait exactly until the worker frees, which can be shorter or longer).
+    """
+
+    name = "composite-triton"
+
+    def _batch_for(self, observation: np.ndarray) -> int:
+        backlog_s = self._raw(observation, "edge_backlog_ms") / 1e3
+        if backlog_s <= 0.0:
+            return self.batch_sizes[0]
+        waiting = self._raw(observation, "edge_batch_waiting")
+        rate = self._raw(observation, "arrival_rate_per_s") * self._n_devices
+        return self._largest_offered(1.0 + waiting + rate * backlog_s)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(batcher="triton-default", max_queue_delay_us=0)
+        return d
+
+
+class RayServeBatchingComposite(_PractitionerBatchingComposite):
+    """``composite-rayserve``: Ray Serve's ``@serve.batch`` with its default settings.
+
+    Ray Serve API reference, ``ray.serve.batch`` (docs.ray.io): ``max_batch_size=10``,
+    ``batch_wait_timeout_s=0.01``; a batch runs "once there is a batch of max_batch_size
+    or batch_wait_timeout_s has elapsed, whichever occurs first".
+
+    Mapping (approximate): every request's target is the largest offered edge batch size not
+    above 10 (the action menu may not offer 10 itself: with ``[1, 4]`` a batch leaves at 4
+    waiting requests, earlier than Ray Serve would), and the wait is the scenario's
+    ``edge.max_batch_wait_ms`` window (equal to Ray Serve's 10 ms on camera-lte and
+    alexnet-edgepc-lte, 15 ms on camera-fleet-lte: the simulator has one window per edge).
+    """
+
+    name = "composite-rayserve"
+
+    def _batch_for(self, observation: np.ndarray) -> int:
+        return self._largest_offered(RAY_SERVE_MAX_BATCH_SIZE)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(
+            batcher="ray-serve-default",
+            max_batch_size=RAY_SERVE_MAX_BATCH_SIZE,
+            batch_wait_timeout_s=RAY_SERVE_BATCH_WAIT_TIMEOUT_S,
+            scenario_window_s=self._window_s if self._env is not None else None,
         )
         return d
 

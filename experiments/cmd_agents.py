@@ -19,7 +19,8 @@ ALL_BASELINES = "baselines"
 #: tests/test_first_hour.py; not imported here so that `edgerl --help` stays fast).
 BASELINE_NAMES = (
     "device-only, edge-only, cloud-only, random, neurosurgeon, neurosurgeon-energy, edgent, "
-    "edgent-fp32, edgent-dynamic, composite, best-fixed, clairvoyant, oracle"
+    "edgent-fp32, edgent-dynamic, composite, composite-triton, composite-rayserve, proteus, "
+    "best-fixed, clairvoyant, oracle"
 )
 
 
@@ -365,7 +366,7 @@ def bench_agents(
     references: str = typer.Option(
         "",
         help="reference baselines, comma-separated (default: best-fixed, edgent-dynamic, "
-        "composite, edgent, neurosurgeon, clairvoyant, oracle)",
+        "composite, proteus, edgent, neurosurgeon, clairvoyant, oracle)",
     ),
     ablations: str = typer.Option(
         "",

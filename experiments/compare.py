@@ -46,6 +46,8 @@ TABLE_COLUMNS: tuple[tuple[str, str, float, int], ...] = (
     ("latency_p95_ms", "p95 ms", 1.0, 1),
     ("latency_p99_ms", "p99 ms", 1.0, 1),
     ("slo_hit_rate", "SLO hit", 1.0, 3),
+    ("goodput_per_s", "goodput/s", 1.0, 2),
+    ("slo_p99_attained", "p99 SLO met", 1.0, 2),
     ("accuracy", "accuracy", 1.0, 3),
     ("energy_mj_per_request", "energy mJ", 1.0, 1),
     ("bytes_per_request", "kB/req", 1e-3, 1),
@@ -56,12 +58,14 @@ TABLE_COLUMNS: tuple[tuple[str, str, float, int], ...] = (
     # in flight when arrivals stopped; drained afterwards and counted in every column
     ("in_flight_at_horizon_per_episode", "unfin@h", 1.0, 1),
 )
-#: The terminal table (fits 100 columns): metric and a short header; utility with its CI,
+#: The terminal table (about 125 columns): metric and a short header; utility with its CI,
 #: the other metrics as means.
 TERMINAL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("utility_pooled", "U/req"),
     ("latency_p95_ms", "p95 ms"),
     ("slo_hit_rate", "SLO"),
+    ("goodput_per_s", "good/s"),
+    ("slo_p99_attained", "p99 met"),
     ("accuracy", "acc"),
     ("energy_mj_per_request", "mJ/req"),
     ("bytes_per_request", "kB/req"),
@@ -178,7 +182,7 @@ def table_cells(
 
 
 def rich_table(doc: dict[str, Any]) -> Any:
-    """The terminal table (:data:`TERMINAL_COLUMNS`, about 100 characters wide); the JSON and
+    """The terminal table (:data:`TERMINAL_COLUMNS`, about 125 characters wide); the JSON and
     the Markdown table of ``compare`` have every metric with its CI."""
     from rich import box
     from rich.table import Table

@@ -70,7 +70,7 @@ def measure_headroom(cfg: HeadroomConfig, scenario: str) -> dict[str, Any]:
         episodes=cfg.episodes,
         oracle_window_s=cfg.oracle_window_s,
         source="edgerl bench headroom",
-        oracle=doc["policies"]["oracle"]["description"],
+        oracle_description=doc["policies"]["oracle"]["description"],
     )
 
 
@@ -85,7 +85,7 @@ def headroom_entry(
     episodes: int,
     oracle_window_s: float,
     source: str,
-    oracle: dict[str, Any] | None = None,
+    oracle_description: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One scenario's record from the evaluation metrics of ``best-fixed`` and ``oracle``.
 
@@ -105,7 +105,7 @@ def headroom_entry(
         "best_fixed_plan": best_fixed_plan,
         "eval_seeds": list(eval_seeds),
         "episodes": episodes,
-        "oracle": oracle or {},  # its describe(): references, alternations, window
+        "oracle": oracle_description or {},  # its describe(): references, alternations
         "oracle_window_s": oracle_window_s,
         "oracle_wall_time_s": oracle_wall_time_s,
         "wall_time_s": wall_time_s,

@@ -108,6 +108,23 @@ def test_metric_definitions_on_a_hand_made_episode():
     assert m["arrived_per_episode"] == 4
 
 
+def test_goodput_and_p99_slo_attainment_on_hand_made_episodes():
+    """Two episodes of 2 s: 3 and 1 requests within their 0.1 s deadline (a late one and a
+    dropped one miss): goodput (3 + 1) / 4 s; 4 of 6 met, below 99 %: not attained."""
+    a = _log(latency_s=[0.05, 0.2, 0.08, 0.09], horizon_s=2.0)
+    b = _log(latency_s=[0.01, 0.0], completed=[True, False], horizon_s=2.0)
+    m = unit_metrics([a, b])
+    assert m["goodput_per_s"] == pytest.approx(4 / 4.0)
+    assert m["slo_hit_rate"] == pytest.approx(4 / 6)
+    assert m["slo_p99_attained"] == 0.0
+    # 100 requests, one late: exactly 99 % met -> attained; two late -> not
+    for late, want in ((1, 1.0), (2, 0.0)):
+        lat = [0.05] * (100 - late) + [0.5] * late
+        m = unit_metrics([_log(latency_s=lat, horizon_s=10.0)])
+        assert m["goodput_per_s"] == pytest.approx((100 - late) / 10.0)
+        assert m["slo_p99_attained"] == want
+
+
 def test_t_interval_matches_the_textbook_values():
     mean, lo, hi = t_interval([1.0, 2.0, 3.0])
     half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, df=2) * sd / sqrt(n)
