@@ -54,7 +54,7 @@ from typing import Any, Literal
 
 import numpy as np
 from edgerl.agents.base import BasePolicy
-from edgerl.envs.sim.build import ScenarioModel, Split, build_simulator
+from edgerl.envs.sim.build import LinkPin, ScenarioModel, Split, build_simulator
 from edgerl.envs.sim.simulator import Simulator
 
 #: The window [s]: bandwidth traces change every second and MMPP load states last seconds, so a
@@ -162,16 +162,18 @@ def window_schedule(
     candidates: Sequence[int] | None = None,
     workers: int = 1,
     spawn: bool = False,
+    uplink_pin: LinkPin | None = None,
 ) -> list[Assignment]:
     """The oracle's plan for every window and device of the episode seeded with ``entropy``:
     ``schedule[k][d]`` is device ``d``'s plan in window ``k``. ``spawn``: compute it in a
     freshly spawned interpreter that imports only the simulator, so that its forks copy a
-    small process (the model is pickled over); the schedule is the same."""
+    small process (the model is pickled over); the schedule is the same. ``uplink_pin``: the
+    episode's pinned uplink (stratified evaluation), as given to the env's ``reset``."""
     if spawn:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             args = (model, entropy, split, window_s, lookahead_s, candidates, workers)
-            return pool.submit(window_schedule, *args).result()
+            return pool.submit(window_schedule, *args, uplink_pin=uplink_pin).result()
     if window_s <= 0:
         raise ValueError(f"window_s must be > 0, got {window_s}")
     look = 0.0 if lookahead_s is None else lookahead_s
@@ -186,7 +188,7 @@ def window_schedule(
         raise ValueError("the oracle needs at least one candidate plan")
     horizon = model.cfg.horizon_s
     n_dev = model.cfg.devices.count
-    sim = build_simulator(model, np.random.SeedSequence(entropy), split)
+    sim = build_simulator(model, np.random.SeedSequence(entropy), split, uplink_pin=uplink_pin)
     req = sim.next_decision()
     committed: list[Assignment] = []
     for k in range(math.ceil(horizon / window_s)):
@@ -239,14 +241,15 @@ class HindsightWindowOracle(BasePolicy):
         self.workers = workers
         self.isolate = isolate
         self.schedule: list[Assignment] = []
-        self._entropy: int | None = None
+        self._entropy: tuple[int, LinkPin | None] | None = None
 
     def reset(self, seed: int | None = None) -> None:
         env = self.env
         if env.sim is None:
             raise RuntimeError("oracle: reset the env before the policy")
-        if self._entropy != env.episode_entropy or not self.schedule:
-            self._entropy = env.episode_entropy
+        episode = (env.episode_entropy, env.uplink_pin)
+        if self._entropy != episode or not self.schedule:
+            self._entropy = episode
             spawn = self.isolate == "always" or (self.isolate == "auto" and heavy_modules_loaded())
             self.schedule = window_schedule(
                 env.model,
@@ -257,6 +260,7 @@ class HindsightWindowOracle(BasePolicy):
                 self.candidates,
                 self.workers,
                 spawn,
+                env.uplink_pin,
             )
 
     def predict(
@@ -266,7 +270,8 @@ class HindsightWindowOracle(BasePolicy):
         deterministic: bool = True,
     ) -> int:
         req = self.env.pending_request
-        if req is None or not self.schedule or self._entropy != self.env.episode_entropy:
+        episode = (self.env.episode_entropy, self.env.uplink_pin)
+        if req is None or not self.schedule or self._entropy != episode:
             raise RuntimeError("oracle: call reset() after the env's reset, before predict()")
         k = min(int(req.arrival_s // self.window_s), len(self.schedule) - 1)
         return self.schedule[k][req.device]

@@ -240,7 +240,7 @@ class EdgentDynamicPolicy(EdgentPolicy):
         self.edges, self.reps = (
             self._given_states
             if self._given_states is not None
-            else bandwidth_states(model, self.n_states)
+            else bandwidth_states(self.training_scenario(), self.n_states)
         )
         self.config_map = {}
         prior = float(np.mean(np.log(np.maximum(self.reps, 1e-3))))

@@ -76,6 +76,9 @@ class BenchConfig:
     out: Path = Path("bench/agents.json")
     runs_dir: Path = Path("runs/bench")
     reuse: bool = True
+    #: also reuse runs of the same configuration trained at another code commit (each reused
+    #: run's commit is recorded in the results and the report)
+    reuse_other_commits: bool = False
     n_envs: int | None = None
     hp: tuple[str, ...] = ()
     scenario_set: tuple[str, ...] = ()
@@ -103,29 +106,54 @@ def _train_or_reuse(
     from edgerl.experiments.train import TrainConfig, train
 
     run_dir = _run_dir(cfg, scenario, algo, seed, sets)
+    tcfg = TrainConfig(
+        scenario=scenario,
+        scenario_set=sets,
+        algo=algo,
+        timesteps=cfg.timesteps,
+        seed=seed,
+        out=run_dir,
+        n_envs=cfg.n_envs,
+        hp=cfg.hp,
+        overwrite=True,
+        progress_bar=cfg.progress_bar,
+    )
     if cfg.reuse and (run_dir / RUN_JSON).is_file():
         try:
-            info = read_run(run_dir)
-            if info.data["timesteps"] == cfg.timesteps and info.algo == algo:
-                print(f"reusing {run_dir}")
-                return dict(info.data) | {"run_dir": str(run_dir), "reused": True}
+            data = dict(read_run(run_dir).data)
         except RunDirError:
-            pass
-    train(
-        TrainConfig(
-            scenario=scenario,
-            scenario_set=sets,
-            algo=algo,
-            timesteps=cfg.timesteps,
-            seed=seed,
-            out=run_dir,
-            n_envs=cfg.n_envs,
-            hp=cfg.hp,
-            overwrite=True,
-            progress_bar=cfg.progress_bar,
-        )
-    )
-    return dict(read_run(run_dir).data) | {"run_dir": str(run_dir), "reused": False}
+            data = {}
+        why = reuse_refusal(data, tcfg, cfg.reuse_other_commits) if data else "unreadable"
+        if why is None:
+            other = data.get("git_commit") != runinfo.git_commit()
+            note = f" (trained at commit {data.get('git_commit')})" if other else ""
+            print(f"reusing {run_dir}{note}")
+            return data | {"run_dir": str(run_dir), "reused": True, "reused_other_commit": other}
+        print(f"retraining {run_dir}: {why}")
+    train(tcfg)
+    data = dict(read_run(run_dir).data)
+    return data | {"run_dir": str(run_dir), "reused": False, "reused_other_commit": False}
+
+
+def reuse_refusal(data: dict[str, Any], tcfg: Any, other_commits: bool = False) -> str | None:
+    """Why the finished run recorded in ``data`` (its ``run.json``) cannot stand for a training
+    with ``tcfg``, or None if it can: the full configuration fingerprint (scenario,
+    algorithm, seed, timesteps, hyperparameters) must match, and the code commit too (a
+    commit with uncommitted changes never matches), unless ``other_commits``."""
+    from edgerl.experiments.train import config_fingerprint, planned_record
+
+    try:
+        theirs = config_fingerprint(data)
+    except KeyError as exc:
+        return f"run.json lacks {exc}"
+    if theirs != config_fingerprint(planned_record(tcfg)):
+        return "another configuration (scenario, algorithm, seed, timesteps or hyperparameters)"
+    if other_commits:
+        return None
+    run_commit, now = str(data.get("git_commit", "unknown")), runinfo.git_commit()
+    if run_commit != now or now.endswith("-dirty") or now == "unknown":
+        return f"trained at commit {run_commit}, this code is {now}"
+    return None
 
 
 def _u(doc: dict[str, Any], label: str) -> float:
@@ -247,6 +275,8 @@ def bench_scenario(cfg: BenchConfig, scenario: str) -> dict[str, Any]:
                     "run_dir": r["run_dir"],
                     "seed": r["seed"],
                     "reused": r["reused"],
+                    "git_commit": r.get("git_commit"),
+                    "reused_other_commit": r.get("reused_other_commit", False),
                     "wall_time_s": r["wall_time_s"],
                     "env_time_s": r["env_time_s"],
                     "env_time_share": r["env_time_s"] / r["wall_time_s"],
@@ -389,6 +419,18 @@ def markdown_report(results: list[dict[str, Any]], cfg: BenchConfig) -> str:
                     f"| {res['scenario']} | {name} | {ab['utility_mean']:.3f} | "
                     f"{_fmt(ab['change_vs_full'], pct=True)} |"
                 )
+    other = sorted(
+        {
+            f"{r['run_dir']} (commit {r['git_commit']})"
+            for res in results
+            for la in res["learned"].values()
+            for r in la["runs"]
+            if r.get("reused_other_commit")
+        }
+    )
+    if other:
+        lines += ["", "Reused trainings from another code commit:", ""]
+        lines += [f"- {o}" for o in other]
     lines += [""]
     for res in results:
         lines += [res["knob_usage_markdown"], ""]

@@ -12,6 +12,7 @@ from typing import Any
 import typer
 from edgerl.experiments import term
 from edgerl.experiments.cli import app, bench_app
+from typer.core import TyperCommand
 
 #: Token of --policies that expands to every baseline.
 ALL_BASELINES = "baselines"
@@ -61,13 +62,49 @@ def _scenario_or_runs(scenario: str | None, policies: Sequence[str]) -> str:
     return DEFAULT_SCENARIO
 
 
-def _trace_overrides(
-    files: Sequence[Path], fmt: str, column: str | None, unit: str
-) -> tuple[str, ...]:
-    """``--uplink-traces``: a scenario override that puts these files (all held out for
-    evaluation) on every device's uplink."""
-    if not files:
-        return ()
+#: Options that take several values after one flag (``--uplink-traces a.csv b.csv``, or a
+#: shell glob that expands to several files): :class:`MultiValueCommand` rewrites them.
+MULTI_VALUE_OPTIONS = ("--uplink-traces", "--downlink-traces")
+
+
+def expand_multi_values(args: Sequence[str], options: Sequence[str]) -> list[str]:
+    """``--opt a b --x`` -> ``--opt a --opt b --x``: every bare token after one of
+    ``options`` (up to the next token starting with ``-``) is another value of it."""
+    out: list[str] = []
+    current: str | None = None
+    pending = False  # `current` was given without a value so far
+    for tok in args:
+        if tok.startswith("-"):
+            if pending:
+                out.append(str(current))  # a flag without a value: let the parser say so
+            name, eq, _ = tok.partition("=")
+            current = name if name in options and tok != "--" else None
+            pending = current is not None and not eq
+            if not pending:
+                out.append(tok)
+        elif current is not None:
+            out += [current, tok]
+            pending = False
+        else:
+            out.append(tok)
+    if pending:
+        out.append(str(current))
+    return out
+
+
+class MultiValueCommand(TyperCommand):
+    """A command whose :data:`MULTI_VALUE_OPTIONS` accept several values after one flag."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, expand_multi_values(args, MULTI_VALUE_OPTIONS))
+
+
+def _link_override(
+    key: str, files: Sequence[Path], fmt: str, column: str | None, unit: str
+) -> dict[str, Any]:
+    for f in files:
+        if not f.exists():
+            raise typer.BadParameter(f"--{key}-traces: {f} does not exist")
     link: dict[str, Any] = {
         "trace_files": [str(f.resolve()) for f in files],
         "format": fmt,
@@ -76,7 +113,36 @@ def _trace_overrides(
     }
     if column:
         link["column"] = column
-    return (f"network.uplink={json.dumps(link)}",)
+    return link
+
+
+def _trace_overrides(
+    files: Sequence[Path],
+    fmt: str,
+    column: str | None,
+    unit: str,
+    down_files: Sequence[Path] = (),
+    down_column: str | None = None,
+) -> tuple[str, ...]:
+    """``--uplink-traces`` / ``--downlink-traces``: evaluation-only scenario overrides that put
+    these files (all held out) on every device's uplink / downlink. With both, given in the
+    same order and as many of each, device d's downlink is the file paired with its uplink
+    (``network.paired_links``), at the same offset."""
+    out: list[str] = []
+    if files:
+        up = _link_override("uplink", files, fmt, column, unit)
+        out.append(f"network.uplink={json.dumps(up)}")
+    if down_files:
+        down = _link_override("downlink", down_files, fmt, down_column or column, unit)
+        out.append(f"network.downlink={json.dumps(down)}")
+    if files and down_files:
+        if len(files) != len(down_files):
+            raise typer.BadParameter(
+                f"--uplink-traces gives {len(files)} file(s), --downlink-traces "
+                f"{len(down_files)}: give one downlink per uplink, in the same order (pairs)"
+            )
+        out.append("network.paired_links=true")
+    return tuple(out)
 
 
 def _seeds(values: Sequence[str]) -> tuple[int, ...]:
@@ -190,12 +256,23 @@ _SET_OPT = typer.Option(
 _UPLINK_TRACES_OPT = typer.Option(
     [],
     "--uplink-traces",
-    help="evaluate on these uplink trace files (repeat; all held out), not the scenario's",
+    help="evaluate on these uplink trace files (several after one flag, or repeat; all held "
+    "out), not the scenario's; best-fixed and edgent-dynamic are still built from the "
+    "scenario's training traces",
+)
+_DOWNLINK_TRACES_OPT = typer.Option(
+    [],
+    "--downlink-traces",
+    help="the same for the downlink; with --uplink-traces, one per uplink file in the same "
+    "order: each device's downlink is then the file paired with its uplink",
 )
 _TRACE_FORMAT_OPT = typer.Option(
-    "auto", help="--uplink-traces format: auto | pensieve | mahimahi | csv | irish5g"
+    "auto", help="--uplink/--downlink-traces format: auto | pensieve | mahimahi | csv | irish5g"
 )
 _TRACE_COLUMN_OPT = typer.Option(None, help="--uplink-traces csv/irish5g column")
+_DOWN_COLUMN_OPT = typer.Option(
+    None, help="--downlink-traces csv/irish5g column (default: --trace-column)"
+)
 _TRACE_UNIT_OPT = typer.Option("mbps", help="--uplink-traces csv unit: mbps | kbps | bps")
 _WHICH_OPT = typer.Option("best", help="best | final model of run directories")
 _HORIZON_OPT = typer.Option(None, help="shorter episodes than the scenario's horizon")
@@ -206,13 +283,15 @@ _SEARCH_MAX_WALL_OPT = typer.Option(600.0, help="best-fixed: wall-time bound")
 _SEARCH_WORKERS_OPT = typer.Option(1, help="best-fixed: worker processes")
 
 
-@app.command()
+@app.command(cls=MultiValueCommand)
 def evaluate(
     scenario: str = _SCENARIO_OPT,
     scenario_set: list[str] = _SET_OPT,
     uplink_traces: list[Path] = _UPLINK_TRACES_OPT,
+    downlink_traces: list[Path] = _DOWNLINK_TRACES_OPT,
     trace_format: str = _TRACE_FORMAT_OPT,
     trace_column: str = _TRACE_COLUMN_OPT,
+    downlink_column: str = _DOWN_COLUMN_OPT,
     trace_unit: str = _TRACE_UNIT_OPT,
     policy: list[str] = typer.Option(
         ...,
@@ -245,8 +324,15 @@ def evaluate(
         specs = _policy_specs(policy)
         cfg = EvalConfig(
             scenario=_scenario_or_runs(scenario, specs),
-            scenario_set=tuple(scenario_set)
-            + _trace_overrides(uplink_traces, trace_format, trace_column, trace_unit),
+            scenario_set=tuple(scenario_set),
+            eval_set=_trace_overrides(
+                uplink_traces,
+                trace_format,
+                trace_column,
+                trace_unit,
+                downlink_traces,
+                downlink_column,
+            ),
             policies=specs,
             seeds=_seeds(seed),
             episodes=episodes,
@@ -265,13 +351,15 @@ def evaluate(
 # --------------------------------------------------------------------------- compare
 
 
-@app.command()
+@app.command(cls=MultiValueCommand)
 def compare(
     scenario: str = _SCENARIO_OPT,
     scenario_set: list[str] = _SET_OPT,
     uplink_traces: list[Path] = _UPLINK_TRACES_OPT,
+    downlink_traces: list[Path] = _DOWNLINK_TRACES_OPT,
     trace_format: str = _TRACE_FORMAT_OPT,
     trace_column: str = _TRACE_COLUMN_OPT,
+    downlink_column: str = _DOWN_COLUMN_OPT,
     trace_unit: str = _TRACE_UNIT_OPT,
     policies: list[str] = typer.Option(
         [ALL_BASELINES],
@@ -307,8 +395,15 @@ def compare(
         res = run_compare(
             CompareConfig(
                 scenario=_scenario_or_runs(scenario, specs),
-                scenario_set=tuple(scenario_set)
-                + _trace_overrides(uplink_traces, trace_format, trace_column, trace_unit),
+                scenario_set=tuple(scenario_set),
+                eval_set=_trace_overrides(
+                    uplink_traces,
+                    trace_format,
+                    trace_column,
+                    trace_unit,
+                    downlink_traces,
+                    downlink_column,
+                ),
                 policies=specs,
                 seeds=_seeds(seeds),
                 episodes=episodes,
@@ -357,7 +452,12 @@ def bench_agents(
     horizon_s: float = typer.Option(None, help="shorter evaluation episodes"),
     out: Path = typer.Option(Path("bench/agents.json"), help="JSON result file (+ .md report)"),
     runs_dir: Path = typer.Option(Path("runs/bench"), help="where the training runs go"),
-    reuse: bool = typer.Option(True, help="reuse finished runs of the same configuration"),
+    reuse: bool = typer.Option(
+        True, help="reuse finished runs of the same configuration and code commit"
+    ),
+    reuse_other_commits: bool = typer.Option(
+        False, help="also reuse runs of the same configuration from other commits (recorded)"
+    ),
     which: str = typer.Option("final", help="model used for the targets: final | best"),
     scenario_set: list[str] = typer.Option(
         [], "--set", help="scenario override dotted.key=value for every scenario (repeat)"
@@ -395,6 +495,7 @@ def bench_agents(
                 out=out,
                 runs_dir=runs_dir,
                 reuse=reuse,
+                reuse_other_commits=reuse_other_commits,
                 which=which,
                 scenario_set=tuple(scenario_set),
                 **({"references": tuple(_split([references]))} if references else {}),

@@ -89,6 +89,8 @@ class CompareConfig:
     scenario: str | ScenarioModel = "lte-dynamic"
     scenario_set: tuple[str, ...] = ()
     """scenario overrides, dotted.key=value (as for training)"""
+    eval_set: tuple[str, ...] = ()
+    """overrides of the evaluation episodes only (see ``EvalConfig.eval_set``)"""
     policies: tuple[str, ...] = tuple(
         f"baseline:{b}" for b in list_baselines(include_expensive=False)
     )
@@ -115,7 +117,7 @@ class CompareResult:
 
 def compare(cfg: CompareConfig, progress: Callable[[str], None] | None = None) -> CompareResult:
     t0 = time.perf_counter()
-    scenario, _ = runinfo.resolve_scenario(cfg.scenario, cfg.scenario_set)
+    scenario, _ = runinfo.resolve_scenario(cfg.scenario, (*cfg.scenario_set, *cfg.eval_set))
     out = cfg.out or Path("runs") / "compare" / (
         f"{scenario.cfg.name}-{runinfo.now_iso().replace(':', '').replace('+0000', 'Z')}"
     )
@@ -123,6 +125,7 @@ def compare(cfg: CompareConfig, progress: Callable[[str], None] | None = None) -
     ecfg = EvalConfig(
         scenario=scenario if not isinstance(cfg.scenario, str) else cfg.scenario,
         scenario_set=cfg.scenario_set if isinstance(cfg.scenario, str) else (),
+        eval_set=cfg.eval_set,
         policies=cfg.policies,
         seeds=cfg.seeds,
         episodes=cfg.episodes,
