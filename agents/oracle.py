@@ -260,7 +260,7 @@ class HindsightWindowOracle(BasePolicy):
                 self.candidates,
                 self.workers,
                 spawn,
-                env.uplink_pin,
+                uplink_pin=env.uplink_pin,
             )
 
     def predict(

@@ -71,6 +71,8 @@ class BenchConfig:
     timesteps: int = 200_000
     eval_seeds: tuple[int, ...] = (100, 101, 102)
     episodes: int = 1
+    #: every evaluation seed covers every held-out uplink trace (``EvalConfig.stratified``)
+    stratified: bool = True
     horizon_s: float | None = None
     which: Which = "final"
     out: Path = Path("bench/agents.json")
@@ -185,6 +187,7 @@ def _evaluate_runs(
             policies=tuple(r["run_dir"] for r in runs),
             seeds=cfg.eval_seeds,
             episodes=cfg.episodes,
+            stratified=cfg.stratified,
             horizon_s=cfg.horizon_s,
             which=which,
         )
@@ -196,6 +199,8 @@ def _evaluate_runs(
         "ci95_over_training_seeds": [lo, hi] if lo is not None else None,
         "per_training_seed": per_seed,
         "metrics_by_run": {k: v["metrics"] for k, v in doc["policies"].items()},
+        "by_trace_by_run": {k: v.get("by_trace") for k, v in doc["policies"].items()},
+        "n_episodes_per_run": {k: v["n_episodes"] for k, v in doc["policies"].items()},
     }
     return summary, evals
 
@@ -248,6 +253,7 @@ def bench_scenario(cfg: BenchConfig, scenario: str) -> dict[str, Any]:
             policies=tuple(f"baseline:{b}" for b in cfg.references),
             seeds=cfg.eval_seeds,
             episodes=cfg.episodes,
+            stratified=cfg.stratified,
             horizon_s=cfg.horizon_s,
             cache_dir=cfg.runs_dir,
             search=cfg.search,
@@ -334,10 +340,14 @@ def bench_scenario(cfg: BenchConfig, scenario: str) -> dict[str, Any]:
             "change_vs_full_note": note,
             "runs": [r["run_dir"] for r in rs],
         }
+    pols = doc_base["policies"]
     return {
         "scenario": scenario,
         "scenario_set": list(sets),
         "baselines": {b: doc_base["policies"][b]["metrics"] for b in cfg.references},
+        "baselines_by_family": {b: pols[b].get("by_family") for b in cfg.references},
+        "baselines_by_trace": {b: pols[b].get("by_trace") for b in cfg.references},
+        "episodes_per_eval_seed": doc_base["episodes_per_seed"],
         "baseline_utility": base_u,
         "baseline_wall_time_s": base_wall,
         "learned": learned,
@@ -380,7 +390,14 @@ def markdown_report(results: list[dict[str, Any]], cfg: BenchConfig) -> str:
     lines = ["# edgerl bench agents", ""]
     lines += [
         f"Training seeds {list(cfg.train_seeds)}, {cfg.timesteps:,} steps; held-out evaluation "
-        f"seeds {list(cfg.eval_seeds)}, {cfg.episodes} episode(s) each; U = mean utility per "
+        f"seeds {list(cfg.eval_seeds)}, "
+        + (
+            f"stratified: {results[0]['episodes_per_eval_seed']} episode(s) per seed covering "
+            "every held-out uplink trace"
+            if cfg.stratified and results
+            else f"{cfg.episodes} episode(s) each"
+        )
+        + "; U = mean utility per "
         f"request; learned = {cfg.which} models, mean ± 95 % CI over training seeds.",
         "",
     ]

@@ -275,6 +275,12 @@ _DOWN_COLUMN_OPT = typer.Option(
 )
 _TRACE_UNIT_OPT = typer.Option("mbps", help="--uplink-traces csv unit: mbps | kbps | bps")
 _WHICH_OPT = typer.Option("best", help="best | final model of run directories")
+_STRATIFIED_OPT = typer.Option(
+    True,
+    "--stratified/--no-strata",
+    help="every seed covers every held-out uplink trace (several offsets in long ones), "
+    "--episodes times; results also per trace family and trace",
+)
 _HORIZON_OPT = typer.Option(None, help="shorter episodes than the scenario's horizon")
 _LATENCY_SOURCE_OPT = typer.Option("regression", help="Neurosurgeon/Edgent: regression | profile")
 _SEARCH_EPISODES_OPT = typer.Option(3, help="best-fixed: episodes per finalist")
@@ -300,7 +306,10 @@ def evaluate(
         help="RUN_DIR | baseline:NAME | planner:DIR (repeat or comma-separate); "
         f"'{ALL_BASELINES}' = all but the oracle. Baselines: {BASELINE_NAMES}",
     ),
-    episodes: int = typer.Option(3, help="episodes per seed"),
+    episodes: int = typer.Option(
+        3, help="episodes per seed (stratified: per seed and held-out stratum)"
+    ),
+    stratified: bool = _STRATIFIED_OPT,
     seed: list[str] = typer.Option(
         ["0"], "--seed", "--seeds", help="evaluation seed(s) (repeat or comma-separate)"
     ),
@@ -336,6 +345,7 @@ def evaluate(
             policies=specs,
             seeds=_seeds(seed),
             episodes=episodes,
+            stratified=stratified,
             horizon_s=horizon_s,
             which=which,
             cache_dir=cache_dir or (json_out.parent if json_out else None),
@@ -371,7 +381,10 @@ def compare(
     seeds: list[str] = typer.Option(
         ["0,1,2"], "--seeds", "--seed", help="evaluation seeds (repeat or comma-separate)"
     ),
-    episodes: int = typer.Option(1, help="episodes per seed"),
+    episodes: int = typer.Option(
+        1, help="episodes per seed (stratified: per seed and held-out stratum)"
+    ),
+    stratified: bool = _STRATIFIED_OPT,
     horizon_s: float = _HORIZON_OPT,
     out: Path = typer.Option(
         None, help="output directory (default runs/compare/<scenario>-<time>)"
@@ -407,6 +420,7 @@ def compare(
                 policies=specs,
                 seeds=_seeds(seeds),
                 episodes=episodes,
+                stratified=stratified,
                 horizon_s=horizon_s,
                 out=out,
                 which=which,
@@ -448,7 +462,10 @@ def bench_agents(
     train_seeds: str = typer.Option("0,1,2", help="training seeds, comma-separated"),
     timesteps: int = typer.Option(200_000, help="training steps per run"),
     eval_seeds: str = typer.Option("100,101,102", help="evaluation seeds, comma-separated"),
-    episodes: int = typer.Option(1, help="held-out episodes per evaluation seed"),
+    episodes: int = typer.Option(
+        1, help="held-out episodes per evaluation seed (stratified: per seed and stratum)"
+    ),
+    stratified: bool = _STRATIFIED_OPT,
     horizon_s: float = typer.Option(None, help="shorter evaluation episodes"),
     out: Path = typer.Option(Path("bench/agents.json"), help="JSON result file (+ .md report)"),
     runs_dir: Path = typer.Option(Path("runs/bench"), help="where the training runs go"),
@@ -491,6 +508,7 @@ def bench_agents(
                 timesteps=timesteps,
                 eval_seeds=_seeds([eval_seeds]),
                 episodes=episodes,
+                stratified=stratified,
                 horizon_s=horizon_s,
                 out=out,
                 runs_dir=runs_dir,

@@ -66,6 +66,9 @@ class EvalConfig:
     latency_source: str = "regression"
     """Neurosurgeon/Edgent latency predictions: regression | profile"""
     record_bandwidth: bool = False
+    stratified: bool = True
+    """every seed covers every held-out uplink trace (several offsets in long ones),
+    ``episodes`` times; False: ``episodes`` episodes per seed, traces drawn at random"""
     torch_threads: int = 1
     oracle_window_s: float = 2.0
     """the hindsight oracle's window [s]"""
@@ -184,6 +187,7 @@ def run_evaluation(
             horizon_s=cfg.horizon_s,
             record_bandwidth=cfg.record_bandwidth,
             progress=progress,
+            stratified=cfg.stratified,
         )
         results[lbl] = ev
         docs[lbl] = {**ev.to_json(), "spec": notes}
@@ -198,7 +202,8 @@ def run_evaluation(
         "evaluation_overrides": list(cfg.eval_set),
         "split": "eval",
         "seeds": list(cfg.seeds),
-        "episodes_per_seed": cfg.episodes,
+        "stratified": cfg.stratified,
+        "episodes_per_seed": next(iter(results.values())).episodes if results else cfg.episodes,
         "horizon_s": min(horizon, scenario.cfg.horizon_s),
         "confidence_interval": {
             "level": 0.95,

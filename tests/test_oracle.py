@@ -159,7 +159,7 @@ def test_isolate_is_checked_and_auto_follows_torch(monkeypatch):
     model = toy_model({"horizon_s": 10.0, "workload.arrival.rate_per_s": 1.0})
     used = []
 
-    def schedule(*args):
+    def schedule(*args, **kwargs):
         used.append("isolated" if args[-1] else "here")
         return [(0,)] * 2
 

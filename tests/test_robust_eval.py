@@ -229,3 +229,110 @@ def test_bench_reuses_a_training_only_for_the_same_configuration_and_commit(tmp_
     cfg.hp = (*cfg.hp[:-1], "n_steps=32")  # same run directory, other hyperparameters
     with pytest.raises(AssertionError, match="retrained"):
         bench_agents._train_or_reuse(cfg, "toy-analytic", "maskable_ppo", 0, ())
+
+
+# --------------------------------------------------------------------------- stratified
+
+
+@pytest.fixture
+def two_held_out(tmp_path):
+    """The toy model on user traces: two held-out files (3 and 9 Mbit/s, 120 s each)."""
+    root = tmp_path / "held"
+    root.mkdir()
+    for name, mbps in (("a.log", 1.0), ("b.log", 3.0), ("c.log", 9.0)):
+        _pensieve(root / name, [mbps] * 120)
+    data = yaml.safe_load((SCENARIO_DIR / "toy-analytic.yaml").read_text())
+    data["name"] = "held"
+    data["network"]["uplink"] = {
+        "trace_files": ["a.log", "b.log", "c.log"],
+        "eval_files": ["b.log", "c.log"],
+    }
+    (root / "held.yaml").write_text(yaml.safe_dump(data))
+    from edgerl.envs.config import load_scenario
+    from edgerl.envs.sim.build import ScenarioModel
+
+    return ScenarioModel.from_config(load_scenario(root / "held.yaml"))
+
+
+def test_strata_cover_every_held_out_trace_reproducibly():
+    from edgerl.envs.sim.build import eval_strata, link_traces, scenario_model
+
+    model = scenario_model("hsdpa-mobile")
+    traces = link_traces(model.cfg.network.uplink, "eval")
+    strata = eval_strata(model, 60.0, seed=100)
+    assert {s.trace for s in strata} == {t.name for t in traces}
+    assert strata == eval_strata(model, 60.0, seed=100)
+    assert strata != eval_strata(model, 60.0, seed=101)
+    for i, tr in enumerate(traces):
+        offs = [s.offset_s for s in strata if s.trace_index == i]
+        k = min(4, -(-int(tr.duration_s) // 60))
+        assert len(offs) == max(1, k) and offs == sorted(offs)
+        # one offset in each of k equal stretches of the trace
+        assert [int(o // (tr.duration_s / len(offs))) for o in offs] == list(range(len(offs)))
+    # a trace shorter than an episode gets one stratum; a constant uplink none
+    assert len(eval_strata(model, 1e6, seed=0)) == len(traces)
+    assert eval_strata(scenario_model("toy-analytic"), 60.0, seed=0) == []
+
+
+def test_reset_options_pin_the_uplink_and_are_checked(two_held_out):
+    from edgerl.envs.env import CollabInferenceEnv
+
+    env = CollabInferenceEnv(two_held_out, split="eval")
+    for idx, mbps in ((0, 3.0), (1, 9.0)):
+        for seed in range(4):
+            obs, _ = env.reset(seed=seed, options={"uplink_trace": idx, "uplink_offset_s": 5.0})
+            assert env.sim.devices[0].uplink.bandwidth.mbps_at(0.0) == mbps
+            assert obs.shape == env.observation_space.shape  # no trace identity in it
+    with pytest.raises(ValueError, match="unknown key"):
+        env.reset(seed=0, options={"trace": 0})
+    with pytest.raises(ValueError, match="both"):
+        env.reset(seed=0, options={"uplink_trace": 0})
+    with pytest.raises(ValueError, match="outside"):
+        env.reset(seed=0, options={"uplink_trace": 2, "uplink_offset_s": 0.0})
+
+
+def test_stratified_evaluation_draws_every_trace_and_is_reproducible(two_held_out):
+    from edgerl.agents.baselines import make_baseline
+    from edgerl.agents.evaluation import evaluate
+
+    def run(name):
+        return evaluate(
+            two_held_out, make_baseline(name), [0, 1], 1, horizon_s=40.0, stratified=True
+        )
+
+    a, b, c = run("edge-only"), run("edge-only"), run("device-only")
+    # 120 s traces, 40 s episodes: 3 offsets per trace, 2 traces -> 6 episodes per seed
+    assert a.episodes == 6 and len(a.all_logs()) == 12
+    assert {lg.trace for lg in a.all_logs()} == {"b.log", "c.log"}
+    for x, y in zip(a.all_logs(), b.all_logs(), strict=True):
+        assert (x.trace, x.offset_s) == (y.trace, y.offset_s)
+        assert np.array_equal(x.utility, y.utility)
+    # common random numbers: another policy faces the same episodes
+    for x, z in zip(a.all_logs(), c.all_logs(), strict=True):
+        assert (x.trace, x.offset_s, x.n_arrived) == (z.trace, z.offset_s, z.n_arrived)
+        assert np.array_equal(x.arrival_s, z.arrival_s)
+    doc = a.to_json()
+    assert doc["n_episodes"] == 12
+    assert doc["by_trace"]["user/b.log"]["n_episodes"] == 6
+    assert doc["by_family"]["user"]["n_episodes"] == 12
+    # raw inputs to the edge are faster on the 9 Mbit/s trace
+    p95 = {k: v["latency_p95_ms"]["mean"] for k, v in doc["by_trace"].items()}
+    assert p95["user/c.log"] < p95["user/b.log"]
+
+
+def test_compare_reports_per_trace_results(two_held_out, tmp_path):
+    from edgerl.experiments.compare import CompareConfig, compare
+
+    res = compare(
+        CompareConfig(
+            scenario=str(two_held_out.cfg.path),
+            policies=("baseline:edge-only", "baseline:device-only"),
+            seeds=(0,),
+            horizon_s=40.0,
+            out=tmp_path / "cmp",
+            plots=False,
+        )
+    )
+    assert res.doc["stratified"] and res.doc["episodes_per_seed"] == 6
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "per trace family" in md and "user/c.log" in md and "[3]" in md
