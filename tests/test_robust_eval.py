@@ -336,3 +336,82 @@ def test_compare_reports_per_trace_results(two_held_out, tmp_path):
     assert res.doc["stratified"] and res.doc["episodes_per_seed"] == 6
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "per trace family" in md and "user/c.log" in md and "[3]" in md
+
+
+# --------------------------------------------------------------------------- randomisation
+
+
+def _uplink_source(sim):
+    """(underlying trace or source, total scale) of device 0's uplink."""
+    bw = sim.devices[0].uplink.bandwidth
+    scale = 1.0
+    while hasattr(bw, "_src"):
+        scale *= bw.scale
+        bw = bw._src
+    return bw, scale
+
+
+def test_randomization_config_is_strict():
+    from edgerl.envs.config import ConfigError, load_scenario
+
+    with pytest.raises(ConfigError, match="randomization.uplink_scale: unknown key"):
+        load_scenario("camera-lte", ["randomization.uplink_scale=[0.5,2]"])
+    with pytest.raises(ConfigError, match="uplink_scale_range"):
+        load_scenario("camera-lte", ["randomization.uplink_scale_range=[2,0.5]"])
+    with pytest.raises(ConfigError, match=r"uplink_families\[0\].scal: unknown key"):
+        load_scenario("camera-lte", ["randomization.uplink_families=[{family: x, scal: 1}]"])
+    with pytest.raises(ConfigError, match="trace-driven"):
+        load_scenario("toy-analytic", ["randomization.uplink_families=[{family: fcc-broadband}]"])
+
+
+def test_uplink_scale_is_drawn_per_training_episode_from_its_own_stream():
+    from edgerl.agents.rundir import scenario_fingerprint
+    from edgerl.envs.config import load_scenario
+    from edgerl.envs.sim.build import ScenarioModel, build_simulator, scenario_model
+
+    plain = scenario_model("camera-lte")
+    cfg = load_scenario("camera-lte", ["randomization.uplink_scale_range=[0.25,4.0]"])
+    assert scenario_fingerprint(cfg) != scenario_fingerprint(plain.cfg)
+    model = ScenarioModel.from_config(cfg)
+    factors = []
+    for seed in range(20):
+        base, rand = build_simulator(plain, seed), build_simulator(model, seed)
+        (src0, s0), (src1, s1) = _uplink_source(base), _uplink_source(rand)
+        assert src0 is src1  # the same trace and offset as without randomisation ...
+        assert base.devices[0].uplink.bandwidth.offset_s == pytest.approx(
+            rand.devices[0].uplink.bandwidth._src.offset_s
+        )
+        # ... the same downlink and arrivals (common random numbers) ...
+        assert base.devices[0].downlink.bandwidth.mbps_at(3.0) == rand.devices[
+            0
+        ].downlink.bandwidth.mbps_at(3.0)
+        factors.append(s1 / s0)
+        assert build_simulator(model, seed).devices[0].uplink.bandwidth.scale == s1 / s0
+        # ... and held-out episodes are never randomised
+        assert _uplink_source(build_simulator(model, seed, "eval"))[1] == pytest.approx(
+            _uplink_source(build_simulator(plain, seed, "eval"))[1]
+        )
+    assert all(0.25 <= f <= 4.0 for f in factors)
+    assert min(factors) < 0.5 and max(factors) > 2.0  # log-uniform over the range
+
+
+def test_training_uplinks_draw_over_several_families():
+    from edgerl.envs.config import load_scenario
+    from edgerl.envs.sim.build import ScenarioModel, build_simulator, link_traces
+
+    sets = [
+        "randomization.uplink_families=[{family: norway-hsdpa-3g, direction: down}, "
+        "{family: irish-5g, direction: down, scale: 0.17}]"
+    ]
+    model = ScenarioModel.from_config(load_scenario("camera-lte", sets))
+    families, scales = set(), set()
+    for seed in range(30):
+        src, scale = _uplink_source(build_simulator(model, seed))
+        families.add(src.family)
+        scales.add((src.family, round(scale, 6)))
+    assert families == {"norway-hsdpa-3g", "irish-5g"}
+    assert scales == {("norway-hsdpa-3g", 1.0), ("irish-5g", 0.17)}
+    held_out = {t.name for t in link_traces(model.cfg.network.uplink, "eval")}
+    for seed in range(5):  # evaluation stays on the scenario's own held-out uplink
+        src, _ = _uplink_source(build_simulator(model, seed, "eval"))
+        assert src.family == "mahimahi-cellular" and src.name in held_out
