@@ -354,7 +354,7 @@ def _uplink_source(sim):
 def test_randomization_config_is_strict():
     from edgerl.envs.config import ConfigError, load_scenario
 
-    with pytest.raises(ConfigError, match="randomization.uplink_scale: unknown key"):
+    with pytest.raises(ConfigError, match=r"randomization\.uplink_scale: unknown key"):
         load_scenario("camera-lte", ["randomization.uplink_scale=[0.5,2]"])
     with pytest.raises(ConfigError, match="uplink_scale_range"):
         load_scenario("camera-lte", ["randomization.uplink_scale_range=[2,0.5]"])
