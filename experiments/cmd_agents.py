@@ -524,3 +524,67 @@ def bench_agents(
                 headroom_out=HEADROOM_FILE,
             )
         )
+
+
+@bench_app.command("generalise")
+def bench_generalise(
+    scenario: str = typer.Option("camera-lte", help="scenario trained on"),
+    algos: str = typer.Option("maskable_ppo,ppo", help="learned algorithms, comma-separated"),
+    train_seeds: str = typer.Option("0,1,2", help="training seeds, comma-separated"),
+    timesteps: int = typer.Option(200_000, help="training steps per run"),
+    eval_seeds: str = typer.Option("100", help="evaluation seeds, comma-separated"),
+    episodes: int = typer.Option(1, help="passes over each set's strata per evaluation seed"),
+    horizon_s: float = typer.Option(None, help="shorter evaluation episodes"),
+    families: str = typer.Option(
+        "mahimahi-cellular,irish-5g,norway-hsdpa-3g,fcc-broadband",
+        help="families left out one at a time (trained on the others; '' = none)",
+    ),
+    scales: str = typer.Option("0.25,0.5,2,4", help="bandwidth factors of the scaled sets"),
+    oracle: bool = typer.Option(False, help="also run the hindsight oracle (slow)"),
+    scenario_set: list[str] = typer.Option(
+        [], "--set", help="override of the trained setting, dotted.key=value (repeat)"
+    ),
+    out: Path = typer.Option(None, help="JSON result (+ .md); default runs/generalise/<scenario>"),
+    runs_dir: Path = typer.Option(Path("runs/bench"), help="where the training runs go"),
+    reuse: bool = typer.Option(True, help="reuse runs of the same configuration and commit"),
+    reuse_other_commits: bool = typer.Option(
+        False, help="also reuse runs of the same configuration from other commits (recorded)"
+    ),
+    which: str = typer.Option("final", help="final | best model of each run"),
+    oracle_window_s: float = typer.Option(2.0, help="the hindsight oracle's window [s]"),
+    oracle_workers: int = typer.Option(1, help="the oracle's concurrent simulator forks"),
+    search_max_wall_s: float = typer.Option(600.0, help="best-fixed: wall-time bound"),
+) -> None:
+    """Robust on networks it never saw? Learned vs references on unseen trace sets."""
+    from edgerl.experiments.bench_generalise import GeneraliseConfig, run_generalise
+
+    if which not in ("best", "final"):
+        raise typer.BadParameter("--which must be best or final")
+    try:
+        factors = tuple(float(x) for x in _split([scales]))
+    except ValueError as exc:
+        raise typer.BadParameter(f"--scales must be numbers: {exc}") from exc
+    with _clear_errors():
+        run_generalise(
+            GeneraliseConfig(
+                scenario=scenario,
+                algos=tuple(_split([algos])),
+                train_seeds=_seeds([train_seeds]),
+                timesteps=timesteps,
+                eval_seeds=_seeds([eval_seeds]),
+                episodes=episodes,
+                horizon_s=horizon_s,
+                which=which,
+                families=tuple(_split([families])),
+                scales=factors,
+                oracle=oracle,
+                train_set=tuple(scenario_set),
+                out=out,
+                runs_dir=runs_dir,
+                reuse=reuse,
+                reuse_other_commits=reuse_other_commits,
+                oracle_window_s=oracle_window_s,
+                oracle_workers=oracle_workers,
+                search=_search(3, 60.0, search_max_wall_s, 1, 0),
+            )
+        )

@@ -182,6 +182,25 @@ def _family_traces(draw: FamilyDraw) -> list[BandwidthTrace]:
         raise ConfigError(f"randomization.uplink_families: {draw.family}: {exc}") from exc
 
 
+def training_uplink_traces(cfg: ScenarioConfig) -> list[BandwidthTrace]:
+    """The traces a training episode's uplinks draw from, with the link's (and a randomised
+    family's) ``scale`` applied: the scenario's own training traces, or those of every family
+    of ``randomization.uplink_families``. The per-episode factor of
+    ``randomization.uplink_scale_range`` is not applied (it is drawn per episode).
+
+    Raises:
+        ConfigError: a constant uplink (no traces).
+    """
+    bw = cfg.network.uplink
+    if bw.constant_mbps is not None:
+        raise ConfigError(f"{cfg.path}: network.uplink is constant; it has no traces")
+    fams = cfg.randomization.uplink_families
+    if not fams:
+        own = link_traces(bw, "train")
+        return own if bw.scale == 1.0 else [t.scaled(bw.scale) for t in own]
+    return [t.scaled(f.scale * bw.scale) for f in fams for t in _family_traces(f)]
+
+
 def _randomized_uplinks(
     cfg: ScenarioConfig, n: int, rng: np.random.Generator
 ) -> list[BandwidthSource]:
