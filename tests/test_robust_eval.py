@@ -415,3 +415,26 @@ def test_training_uplinks_draw_over_several_families():
     for seed in range(5):  # evaluation stays on the scenario's own held-out uplink
         src, _ = _uplink_source(build_simulator(model, seed, "eval"))
         assert src.family == "mahimahi-cellular" and src.name in held_out
+
+
+def test_the_oracle_rebuilds_the_pinned_episode(two_held_out, monkeypatch):
+    """The hindsight oracle replays the episode the env runs: with the stratum's pin."""
+    from edgerl.agents import oracle as oracle_mod
+    from edgerl.envs.env import CollabInferenceEnv
+    from edgerl.envs.sim.build import LinkPin
+
+    calls = []
+
+    def schedule(*args, **kwargs):
+        calls.append(kwargs.get("uplink_pin"))
+        return [(0,)] * 10
+
+    monkeypatch.setattr(oracle_mod, "window_schedule", schedule)
+    env = CollabInferenceEnv(two_held_out, split="eval", record=True)
+    pol = oracle_mod.HindsightWindowOracle(window_s=5.0, isolate="never")
+    pol.bind(env)
+    for idx in (0, 1, 1):
+        env.reset(seed=3, options={"uplink_trace": idx, "uplink_offset_s": 2.0})
+        pol.reset(seed=3)
+    # same seed, another trace: planned again; the same episode twice: planned once
+    assert calls == [LinkPin(0, 2.0), LinkPin(1, 2.0)]
