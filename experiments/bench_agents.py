@@ -372,9 +372,10 @@ def _record_headroom(cfg: BenchConfig, scenario: str, doc: dict[str, Any], wall_
         oracle_wall_time_s=pol["oracle"]["wall_time_s"],
         wall_time_s=wall_s,
         eval_seeds=cfg.eval_seeds,
-        episodes=cfg.episodes,
+        episodes=doc["episodes_per_seed"],
         oracle_window_s=cfg.oracle_window_s,
         source=f"edgerl bench agents ({cfg.out})",
+        stratified=bool(doc.get("stratified")),
     )
     record_headroom({scenario: entry}, cfg.headroom_out)
 

@@ -54,6 +54,9 @@ def measure_headroom(cfg: HeadroomConfig, scenario: str) -> dict[str, Any]:
             policies=("baseline:best-fixed", "baseline:oracle"),
             seeds=cfg.eval_seeds,
             episodes=cfg.episodes,
+            # the published headroom protocol (random held-out episodes); `bench agents` and
+            # `bench generalise` measure it stratified, and each entry says which
+            stratified=False,
             cache_dir=cfg.cache_dir,
             search=cfg.search,
             oracle_window_s=cfg.oracle_window_s,
@@ -84,6 +87,7 @@ def headroom_entry(
     episodes: int,
     oracle_window_s: float,
     source: str,
+    stratified: bool = False,
 ) -> dict[str, Any]:
     """One scenario's record from the evaluation metrics of ``best-fixed`` and ``oracle``.
 
@@ -103,6 +107,7 @@ def headroom_entry(
         "best_fixed_plan": best_fixed_plan,
         "eval_seeds": list(eval_seeds),
         "episodes": episodes,
+        "stratified": stratified,
         "oracle_window_s": oracle_window_s,
         "oracle_wall_time_s": oracle_wall_time_s,
         "wall_time_s": wall_time_s,
