@@ -146,7 +146,8 @@ def run_episode(
     ret = 0.0
     wall = 0.0
     perf = time.perf_counter
-    while True:
+    # a short episode may see no request at all (nothing to decide; it still counts)
+    while inner.pending_request is not None:
         mask = inner.action_masks()
         t0 = perf()
         a = policy.predict(obs, mask, deterministic)

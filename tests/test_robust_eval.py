@@ -438,3 +438,16 @@ def test_the_oracle_rebuilds_the_pinned_episode(two_held_out, monkeypatch):
         pol.reset(seed=3)
     # same seed, another trace: planned again; the same episode twice: planned once
     assert calls == [LinkPin(0, 2.0), LinkPin(1, 2.0)]
+
+
+def test_an_episode_without_requests_is_evaluated():
+    """A short stratum may see no arrival: nothing to decide, the episode still counts."""
+    from edgerl.agents.baselines import make_baseline
+    from edgerl.agents.evaluation import evaluate
+    from edgerl.envs.config import load_scenario
+    from edgerl.envs.sim.build import ScenarioModel
+
+    cfg = load_scenario("toy-analytic", ["workload.arrival.rate_per_s=0.0001"])
+    ev = evaluate(ScenarioModel.from_config(cfg), make_baseline("edge-only"), [0], 2, horizon_s=1.0)
+    assert [lg.n_arrived for lg in ev.all_logs()] == [0, 0]
+    assert [lg.n_decisions for lg in ev.all_logs()] == [0, 0]
