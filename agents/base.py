@@ -32,6 +32,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from edgerl.envs.env import CollabInferenceEnv
+    from edgerl.envs.sim.build import ScenarioModel
 
 
 @runtime_checkable
@@ -76,6 +77,36 @@ class BasePolicy(ABC):
 
     def __init__(self) -> None:
         self._env: CollabInferenceEnv | None = None
+        self._training_model: ScenarioModel | None = None
+
+    def use_training_scenario(self, model: ScenarioModel | None) -> None:
+        """Build what comes from training data from ``model``, not from the bound env's scenario.
+
+        An operator builds a baseline's offline parts (the best fixed plan, Edgent's bandwidth
+        map) from the traces they measured beforehand, and then meets other networks. When
+        the evaluation episodes run on other traces than the scenario's (``--uplink-traces``),
+        the evaluator passes the scenario as trained here; ``None`` restores the default.
+        Call before :meth:`bind`; the plan catalogues must be the same.
+        """
+        self._training_model = model
+
+    def training_scenario(self) -> ScenarioModel:
+        """The scenario whose *training* traces build this policy's offline parts: the one
+        given to :meth:`use_training_scenario`, else the bound env's.
+
+        Raises:
+            ValueError: the training scenario's plan catalogue differs from the env's.
+        """
+        model = self.env.model
+        train = self._training_model
+        if train is None or train is model:
+            return model
+        if [p.name for p in train.plans] != [p.name for p in model.plans]:
+            raise ValueError(
+                f"policy {self.name!r}: the training scenario {train.cfg.path} offers other "
+                f"plans than the evaluation scenario {model.cfg.path}"
+            )
+        return train
 
     def bind(self, env: Any) -> None:
         """Attach to an environment (called once per env, before ``predict``).

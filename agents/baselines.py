@@ -470,7 +470,9 @@ class BestFixedPolicy(FixedPlanPolicy):
     def _choose(self, model: ScenarioModel) -> int:
         from edgerl.agents.best_fixed import search_best_fixed
 
-        self.result = search_best_fixed(model, self.search, self.cache_dir)
+        # searched on the training traces of the training scenario (an operator's offline
+        # measurements), also when the episodes run on other traces
+        self.result = search_best_fixed(self.training_scenario(), self.search, self.cache_dir)
         return int(self.result.best_index)
 
     def describe(self) -> dict[str, Any]:

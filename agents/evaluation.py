@@ -5,6 +5,14 @@ Protocol (what ``edgerl evaluate`` and ``edgerl compare`` report):
 - Episodes run on the **held-out** traces (``split="eval"``) with ``record=True``; episode
   ``i`` of evaluation seed ``k`` resets the env with ``derive_seeds(k, N, "eval")[i]``, so
   every policy sees the same traces, trace offsets and arrival streams for a seed.
+- **Stratified** (``stratified=True``, the default of ``edgerl evaluate``, ``compare`` and
+  ``bench agents``): each seed runs every stratum of
+  :func:`edgerl.envs.sim.build.eval_strata` (every held-out uplink trace, several start
+  offsets along long ones, drawn from the seed), ``episodes`` times each; episode ``i`` pins
+  device 0's uplink to stratum ``i mod n_strata`` (``reset(options=...)``; the observation
+  does not say which trace it is) and draws everything else from its seed as above. Results
+  are then also reported per trace family and per trace (``by_family``, ``by_trace``: each
+  episode a unit, with the number of episodes behind each interval).
 - Per request, for **every** request that arrived: arrivals stop at the horizon and the
   system then drains (:meth:`edgerl.envs.sim.simulator.Simulator.drain`), so every request
   is completed or dropped, and none is left out (requests in flight at the horizon are
@@ -42,7 +50,7 @@ from typing import Any
 
 import numpy as np
 from edgerl.agents.base import Policy, derive_seeds
-from edgerl.envs.sim.build import ScenarioModel
+from edgerl.envs.sim.build import ScenarioModel, Stratum, eval_strata
 
 CI_LEVEL = 0.95
 EVAL_SEED_STREAM = "eval"
@@ -58,6 +66,8 @@ PERCENTILES = (50, 95, 99)
 SAME_INSTANT_S = 1e-12
 #: Share of requests that must meet their deadline for the tail SLO to be attained.
 SLO_ATTAINMENT_QUANTILE = 0.99
+#: Metrics of the per-trace and per-family breakdown of a stratified evaluation.
+BREAKDOWN_METRICS = ("utility_mean", "latency_p95_ms", "slo_hit_rate", "dropped_per_episode")
 
 #: name -> (unit, description). Order is the table order.
 METRICS: dict[str, tuple[str, str]] = {
@@ -124,6 +134,10 @@ class EpisodeLog:
     horizon_s: float = float("nan")
     bandwidth_t_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
     bandwidth_mbps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: the stratum of a stratified episode (device 0's uplink): trace, family, offset [s]
+    trace: str = ""
+    family: str = ""
+    offset_s: float = float("nan")
 
     @property
     def n_decisions(self) -> int:
@@ -131,13 +145,22 @@ class EpisodeLog:
 
 
 def run_episode(
-    env: Any, policy: Policy, seed: int, deterministic: bool = True, record_bandwidth: bool = False
+    env: Any,
+    policy: Policy,
+    seed: int,
+    deterministic: bool = True,
+    record_bandwidth: bool = False,
+    stratum: Stratum | None = None,
 ) -> EpisodeLog:
-    """Run one episode of ``policy`` (already bound to ``env``); ``env`` must record."""
+    """Run one episode of ``policy`` (already bound to ``env``); ``env`` must record.
+    ``stratum``: pin device 0's uplink to it (stratified evaluation)."""
     inner = env.unwrapped
     if not inner.record:
         raise ValueError("evaluation needs an env created with record=True")
-    obs, _ = env.reset(seed=seed)
+    options = None
+    if stratum is not None:
+        options = {"uplink_trace": stratum.trace_index, "uplink_offset_s": stratum.offset_s}
+    obs, _ = env.reset(seed=seed, options=options)
     reset = getattr(policy, "reset", None)
     if reset is not None:
         reset(seed=seed)
@@ -149,7 +172,8 @@ def run_episode(
     ret = 0.0
     wall = 0.0
     perf = time.perf_counter
-    while True:
+    # a short episode may see no request at all (nothing to decide; it still counts)
+    while inner.pending_request is not None:
         mask = inner.action_masks()
         t0 = perf()
         a = policy.predict(obs, mask, deterministic)
@@ -193,6 +217,8 @@ def run_episode(
         decision_wall_s=wall,
         horizon_s=float(inner.cfg.horizon_s),
     )
+    if stratum is not None:
+        log.trace, log.family, log.offset_s = stratum.trace, stratum.family, stratum.offset_s
     if record_bandwidth:
         bw = sim.devices[0].uplink.bandwidth
         grid = np.arange(0.0, inner.cfg.horizon_s, BANDWIDTH_GRID_S)
@@ -331,17 +357,45 @@ class PolicyEvaluation:
         """U: the utility per request pooled over every held-out request (:func:`pooled`)."""
         return pooled(*self.episode_totals())
 
+    @property
+    def stratified(self) -> bool:
+        return any(lg.trace for lg in self.all_logs())
+
+    def breakdown(self, key: str) -> dict[str, dict[str, Any]]:
+        """Metrics per trace (``key="trace"``, named ``family/trace``) or per trace family
+        (``"family"``) of a stratified evaluation: each episode is a unit of the interval;
+        ``n_episodes`` says how many stand behind it. Empty if not stratified."""
+        groups: dict[str, list[EpisodeLog]] = {}
+        for lg in self.all_logs():
+            if lg.trace:
+                name = lg.family if key == "family" else f"{lg.family}/{lg.trace}"
+                groups.setdefault(name, []).append(lg)
+        out: dict[str, dict[str, Any]] = {}
+        for name, logs in groups.items():
+            per_ep = [unit_metrics([lg]) for lg in logs]
+            entry: dict[str, Any] = {"n_episodes": len(logs)}
+            for m in BREAKDOWN_METRICS:
+                mean, lo, hi = t_interval([u[m] for u in per_ep])
+                entry[m] = {"mean": mean, "ci95": [lo, hi] if lo is not None else None}
+            out[name] = entry
+        return out
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc = {
             "policy": self.label,
             "description": self.description,
             "seeds": self.seeds,
             "episodes_per_seed": self.episodes,
+            "n_episodes": len(self.all_logs()),
             "ci_unit": self.unit,
             "n_units": len(self.units()),
             "wall_time_s": self.wall_time_s,
             "metrics": self.metrics(),
         }
+        if self.stratified:
+            doc["by_family"] = self.breakdown("family")
+            doc["by_trace"] = self.breakdown("trace")
+        return doc
 
 
 def pooled(totals: np.ndarray, counts: np.ndarray, level: float = CI_LEVEL) -> dict[str, Any]:
@@ -417,6 +471,7 @@ def evaluate(
     deterministic: bool = True,
     record_bandwidth: bool = False,
     progress: Callable[[str], None] | None = None,
+    stratified: bool = False,
 ) -> PolicyEvaluation:
     """Evaluate ``policy`` on the held-out traces of ``model`` (see the module docstring).
 
@@ -431,6 +486,9 @@ def evaluate(
         record_bandwidth: keep the true uplink trace of device 0 (plots) for the first
             episode of each seed.
         progress: called with a short message after every episode.
+        stratified: every seed covers every held-out uplink trace (see the module docstring;
+            ``episodes`` is then the number of passes over the strata); a constant uplink
+            has no strata and runs ``episodes`` plain episodes.
     """
     if episodes < 1 or not seeds:
         raise ValueError("need at least one seed and one episode")
@@ -441,19 +499,33 @@ def evaluate(
     t0 = time.perf_counter()
     logs: dict[int, list[EpisodeLog]] = {}
     name = str(label or getattr(policy, "name", type(policy).__name__))
+    n_per_seed = episodes
     for s in seeds:
-        ep_seeds = derive_seeds(s, episodes, EVAL_SEED_STREAM)
+        strata: list[Stratum | None] = [None]
+        if stratified:
+            strata = [*eval_strata(env.unwrapped.model, env.unwrapped.cfg.horizon_s, s)] or [None]
+        n_per_seed = episodes * len(strata)
+        ep_seeds = derive_seeds(s, n_per_seed, EVAL_SEED_STREAM)
         logs[s] = []
         for i, es in enumerate(ep_seeds):
-            logs[s].append(run_episode(env, policy, es, deterministic, record_bandwidth and i == 0))
+            logs[s].append(
+                run_episode(
+                    env,
+                    policy,
+                    es,
+                    deterministic,
+                    record_bandwidth and i == 0,
+                    strata[i % len(strata)],
+                )
+            )
             if progress is not None:
-                progress(f"{name}: seed {s} episode {i + 1}/{episodes}")
+                progress(f"{name}: seed {s} episode {i + 1}/{n_per_seed}")
     describe = getattr(policy, "describe", None)
     return PolicyEvaluation(
         label=name,
         description=describe() if describe is not None else {"name": name},
         seeds=list(seeds),
-        episodes=episodes,
+        episodes=n_per_seed,
         logs=logs,
         wall_time_s=time.perf_counter() - t0,
     )

@@ -54,7 +54,7 @@ from typing import Any, Literal
 
 import numpy as np
 from edgerl.agents.base import BasePolicy
-from edgerl.envs.sim.build import ScenarioModel, Split, build_simulator
+from edgerl.envs.sim.build import LinkPin, ScenarioModel, Split, build_simulator
 from edgerl.envs.sim.simulator import Request, Simulator
 
 #: The window [s]: bandwidth traces change every second and MMPP load states last seconds, so a
@@ -251,11 +251,12 @@ def schedule_total(
     schedule: Sequence[Assignment],
     window_s: float,
     references: Sequence[str],
+    uplink_pin: LinkPin | None = None,
 ) -> float:
     """The utility summed over the episode seeded with ``entropy`` when window ``k`` follows
     ``schedule[k]`` (the last entry beyond the schedule), as :class:`HindsightWindowOracle`
     plays it."""
-    sim = build_simulator(model, np.random.SeedSequence(entropy), split)
+    sim = build_simulator(model, np.random.SeedSequence(entropy), split, uplink_pin=uplink_pin)
     total = [0.0]
     sim.on_finish.append(lambda r: total.__setitem__(0, total[0] + r.utility))
     drv = _Driver(model, sim, references)
@@ -279,6 +280,7 @@ def window_schedule(
     spawn: bool = False,
     references: Sequence[str] = (),
     alternations: int = 0,
+    uplink_pin: LinkPin | None = None,
 ) -> list[Assignment]:
     """The oracle's choice for every window and device of the episode seeded with ``entropy``:
     ``schedule[k][d]`` is device ``d``'s :data:`Choice` in window ``k``.
@@ -289,13 +291,19 @@ def window_schedule(
     following each reference for the whole episode, and the better is returned, so the
     oracle is never below any of its references. ``spawn``: compute it in a freshly spawned
     interpreter that imports only the simulator (and the references), so that its forks copy
-    a small process (the model is pickled over); the schedule is the same."""
+    a small process (the model is pickled over); the schedule is the same. ``uplink_pin``: the
+    episode's pinned uplink (stratified evaluation), as given to the env's ``reset``."""
     if spawn:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             args = (model, entropy, split, window_s, lookahead_s, candidates, workers)
             return pool.submit(
-                window_schedule, *args, False, tuple(references), alternations
+                window_schedule,
+                *args,
+                False,
+                tuple(references),
+                alternations,
+                uplink_pin=uplink_pin,
             ).result()
     if window_s <= 0:
         raise ValueError(f"window_s must be > 0, got {window_s}")
@@ -313,7 +321,7 @@ def window_schedule(
         raise ValueError("the oracle needs at least one candidate plan")
     horizon = model.cfg.horizon_s
     n_dev = model.cfg.devices.count
-    sim = build_simulator(model, np.random.SeedSequence(entropy), split)
+    sim = build_simulator(model, np.random.SeedSequence(entropy), split, uplink_pin=uplink_pin)
     greedy_total = [0.0]
     sim.on_finish.append(lambda r: greedy_total.__setitem__(0, greedy_total[0] + r.utility))
     drv = _Driver(model, sim, references)
@@ -332,16 +340,18 @@ def window_schedule(
         sim.drain()
     best_total, schedule = greedy_total[0], committed
     for name in references:  # never below a reference followed for the whole episode
-        total = schedule_total(model, entropy, split, [(name,) * n_dev], horizon, references)
+        total = schedule_total(
+            model, entropy, split, [(name,) * n_dev], horizon, references, uplink_pin
+        )
         if total > best_total:
             best_total, schedule = total, [(name,) * n_dev] * len(committed)
-    PLANNED_TOTALS[entropy] = best_total
+    PLANNED_TOTALS[(entropy, uplink_pin)] = best_total
     return schedule
 
 
-#: The episode utility each schedule was planned to reach, by episode entropy (tests compare
-#: it with the evaluation of the schedule; this process only, not across a spawn).
-PLANNED_TOTALS: dict[int, float] = {}
+#: The episode utility each schedule was planned to reach, by (episode entropy, uplink pin)
+#: (tests compare it with the evaluation of the schedule; this process only, not a spawn).
+PLANNED_TOTALS: dict[tuple[int, LinkPin | None], float] = {}
 
 
 Isolate = Literal["auto", "always", "never"]
@@ -389,7 +399,7 @@ class HindsightWindowOracle(BasePolicy):
         self.references = tuple(references)
         self.alternations = alternations
         self.schedule: list[Assignment] = []
-        self._entropy: int | None = None
+        self._entropy: tuple[int, LinkPin | None] | None = None
         self._refs: dict[str, BasePolicy] = {}
         self._stateful: list[str] = []
         self._window = -1
@@ -412,8 +422,9 @@ class HindsightWindowOracle(BasePolicy):
         for pol in self._refs.values():
             pol.reset(None)
         self._window, self._counts = -1, {}
-        if self._entropy != env.episode_entropy or not self.schedule:
-            self._entropy = env.episode_entropy
+        episode = (env.episode_entropy, env.uplink_pin)
+        if self._entropy != episode or not self.schedule:
+            self._entropy = episode
             spawn = self.isolate == "always" or (self.isolate == "auto" and heavy_modules_loaded())
             self.schedule = window_schedule(
                 env.model,
@@ -426,6 +437,7 @@ class HindsightWindowOracle(BasePolicy):
                 spawn,
                 self.references,
                 self.alternations,
+                uplink_pin=env.uplink_pin,
             )
 
     def predict(
@@ -435,7 +447,8 @@ class HindsightWindowOracle(BasePolicy):
         deterministic: bool = True,
     ) -> int:
         req = self.env.pending_request
-        if req is None or not self.schedule or self._entropy != self.env.episode_entropy:
+        episode = (self.env.episode_entropy, self.env.uplink_pin)
+        if req is None or not self.schedule or self._entropy != episode:
             raise RuntimeError("oracle: call reset() after the env's reset, before predict()")
         k = min(int(req.arrival_s // self.window_s), len(self.schedule) - 1)
         if k != self._window:

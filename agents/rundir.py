@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from edgerl.envs.config import ScenarioConfig
+from edgerl.envs.config import RandomizationConfig, ScenarioConfig
 from edgerl.envs.plans import Plan
 
 RUN_SCHEMA_VERSION = 1
@@ -157,7 +157,23 @@ def scenario_yaml_text(cfg: ScenarioConfig) -> str:
     are not kept (:func:`source_yaml_text` has them)."""
     data = dataclasses.asdict(cfg)
     data.pop("path", None)
+    # Keys added after runs were published are left out at their defaults, so that a scenario
+    # that does not use them keeps its fingerprint (and its runs and best-fixed caches stay
+    # valid); a scenario that sets them differs.
+    for parent, key in LATER_KEYS:
+        node = data[parent] if parent else data
+        default = LATER_KEY_DEFAULTS[key]
+        if node.get(key) == default:
+            node.pop(key)
     return yaml.safe_dump(_plain(data), sort_keys=True)
+
+
+#: Scenario keys added after results were published: (parent key or "", key).
+LATER_KEYS: tuple[tuple[str, str], ...] = (("network", "paired_links"), ("", "randomization"))
+LATER_KEY_DEFAULTS: dict[str, Any] = {
+    "paired_links": False,
+    "randomization": dataclasses.asdict(RandomizationConfig()),
+}
 
 
 def source_yaml_text(cfg: ScenarioConfig) -> str | None:

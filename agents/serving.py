@@ -315,14 +315,14 @@ def bandwidth_states(model: ScenarioModel, n_states: int) -> tuple[np.ndarray, n
     bw = model.cfg.network.uplink
     if bw.constant_mbps is not None:
         return np.zeros(0), np.array([bw.constant_mbps * bw.scale])
-    from edgerl.envs.sim.build import link_traces
+    from edgerl.envs.sim.build import training_uplink_traces
     from edgerl.envs.traces import time_weighted_quantile
 
-    traces = link_traces(bw, "train")
-    q = [time_weighted_quantile(traces, k / n_states) * bw.scale for k in range(1, n_states)]
-    reps = [
-        time_weighted_quantile(traces, (k + 0.5) / n_states) * bw.scale for k in range(n_states)
-    ]
+    # the training traces as scaled in the episodes (with randomised families: all of theirs,
+    # pooled by duration)
+    traces = training_uplink_traces(model.cfg)
+    q = [time_weighted_quantile(traces, k / n_states) for k in range(1, n_states)]
+    reps = [time_weighted_quantile(traces, (k + 0.5) / n_states) for k in range(n_states)]
     return np.array(q), np.array(reps)
 
 
@@ -356,7 +356,7 @@ class EdgentDynamicPolicy(EdgentPolicy):
         self.edges, self.reps = (
             self._given_states
             if self._given_states is not None
-            else bandwidth_states(model, self.n_states)
+            else bandwidth_states(self.training_scenario(), self.n_states)
         )
         self.config_map = {}
         prior = float(np.mean(np.log(np.maximum(self.reps, 1e-3))))

@@ -101,8 +101,60 @@ class NetworkConfig:
     wan: BandwidthConfig  # edge <-> cloud, shared by all requests
     wan_rtt_ms: float
     bandwidth_window_s: float = 1.0  # the device's bandwidth estimate averages this much past
+    # true: device d's downlink is the trace recorded together with its uplink (the same
+    # position in the two trace lists, e.g. a mahimahi .up/.down pair) at the same offset;
+    # false: the downlink draws its trace and offset independently
+    paired_links: bool = False
     result_bytes: int = 8  # a class id (int32) + a confidence (float32) = 8 bytes
     fingerprint_bytes: int = 32  # a cache key: a 256-bit input hash (SHA-256 digest size)
+
+
+@dataclass(frozen=True)
+class FamilyDraw:
+    """One shipped trace family a randomised training uplink may draw from.
+
+    ``direction`` picks the family's traces of that link direction (``None``: all) and
+    ``scale`` multiplies their samples, as in :class:`BandwidthConfig`.
+    """
+
+    family: str
+    direction: Literal["up", "down"] | None = None
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class RandomizationConfig:
+    """Domain randomisation of the *training* episodes (split ``train`` only; the held-out
+    evaluation episodes always run on the configured links as they are).
+
+    - ``uplink_families``: each device's uplink draws a family of this list (equally likely),
+      then one of that family's training traces and an offset, instead of the configured
+      uplink's own traces (list the own family too to keep it in the mix);
+    - ``uplink_scale_range``: ``[low, high]``, every uplink of the episode is multiplied by one
+      factor drawn log-uniformly from this range (on top of the link's own ``scale``).
+
+    Both are drawn from the episode's ``traces`` stream after every other trace draw, so an
+    episode without randomisation draws exactly as before, and all policies still face the
+    same episode for a seed (common random numbers).
+    """
+
+    uplink_families: tuple[FamilyDraw, ...] = ()
+    uplink_scale_range: tuple[float, ...] = ()
+
+    def validate(self, where: str) -> None:
+        rng = self.uplink_scale_range
+        if rng and (len(rng) != 2 or not 0.0 < rng[0] <= rng[1] or not math.isfinite(rng[1])):  # noqa: PLR2004
+            raise ConfigError(
+                f"{where}.uplink_scale_range: expected [low, high] with 0 < low <= high, "
+                f"got {list(rng)}"
+            )
+        for i, fam in enumerate(self.uplink_families):
+            if fam.scale <= 0:
+                raise ConfigError(f"{where}.uplink_families[{i}].scale: must be > 0")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.uplink_families or self.uplink_scale_range)
 
 
 @dataclass(frozen=True)
@@ -267,6 +319,7 @@ class ScenarioConfig:
     # Load shedding: "deadline" drops a request at the tier where missing its deadline becomes
     # certain (see edgerl.envs.sim.simulator); "off" serves every request however late.
     shedding: Literal["off", "deadline"] = "off"
+    randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
     path: str = "<memory>"
 
     def validate(self) -> None:
@@ -289,6 +342,11 @@ class ScenarioConfig:
         self.network.uplink.validate(f"{w}: network.uplink")
         self.network.downlink.validate(f"{w}: network.downlink")
         self.network.wan.validate(f"{w}: network.wan")
+        self.randomization.validate(f"{w}: randomization")
+        if self.randomization.uplink_families and self.network.uplink.constant_mbps is not None:
+            raise ConfigError(
+                f"{w}: randomization.uplink_families needs a trace-driven network.uplink"
+            )
         self.workload.arrival.validate(f"{w}: workload.arrival")
         if not self.workload.apps:
             raise ConfigError(f"{w}: workload.apps must name at least one application")

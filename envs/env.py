@@ -14,7 +14,7 @@ from edgerl.envs.observation import (
     normalise,
     observation_features,
 )
-from edgerl.envs.sim.build import ScenarioModel, build_simulator, scenario_model
+from edgerl.envs.sim.build import LinkPin, ScenarioModel, build_simulator, scenario_model
 from edgerl.envs.sim.network import BITS_PER_BYTE, BITS_PER_MBIT
 from edgerl.envs.sim.simulator import REWARD_PARTS, Request, Simulator
 from edgerl.envs.sim.streams import episode_entropy
@@ -188,6 +188,7 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
         self._req: Request | None = None
         self._last_req: Request | None = None
         self.episode_entropy = 0
+        self.uplink_pin: LinkPin | None = None
 
     # --------------------------------------------------------------------- gym API
 
@@ -198,12 +199,14 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
         # One integer drawn from np_random seeds the episode's streams (one per source); it is
         # kept so that references (the hindsight oracle) can rebuild the same episode.
         self.episode_entropy = episode_entropy(self.np_random)
+        self.uplink_pin = _uplink_pin(options)
         sim = build_simulator(
             self.model,
             np.random.SeedSequence(self.episode_entropy),
             self.split,
             record=self.record,
             log_events=self.log_events,
+            uplink_pin=self.uplink_pin,
         )
         return self.attach(sim), {}
 
@@ -339,6 +342,22 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
 
     def _observe(self, req: Request | None) -> np.ndarray:
         return normalise(np.array(self._raw_list(req), dtype=np.float64), self._inv_scales)
+
+
+#: ``reset(options=...)`` keys: device 0's uplink trace (index in the split's trace list) and
+#: start offset [s]; both or neither (stratified evaluation, :func:`eval_strata`).
+RESET_OPTIONS = ("uplink_trace", "uplink_offset_s")
+
+
+def _uplink_pin(options: dict[str, Any] | None) -> LinkPin | None:
+    if not options:
+        return None
+    unknown = sorted(set(options) - set(RESET_OPTIONS))
+    if unknown:
+        raise ValueError(f"reset options: unknown key(s) {unknown}; known: {list(RESET_OPTIONS)}")
+    if set(options) != set(RESET_OPTIONS):
+        raise ValueError(f"reset options: give both {list(RESET_OPTIONS)} or neither")
+    return LinkPin(int(options["uplink_trace"]), float(options["uplink_offset_s"]))
 
 
 def _drain_ms(queued_bytes: float, mbps: float) -> float:

@@ -78,11 +78,16 @@ class BenchConfig:
     timesteps: int = 200_000
     eval_seeds: tuple[int, ...] = (100, 101, 102)
     episodes: int = 1
+    #: every evaluation seed covers every held-out uplink trace (``EvalConfig.stratified``)
+    stratified: bool = True
     horizon_s: float | None = None
     which: Which = "final"
     out: Path = Path("bench/agents.json")
     runs_dir: Path = Path("runs/bench")
     reuse: bool = True
+    #: also reuse runs of the same configuration trained at another code commit (each reused
+    #: run's commit is recorded in the results and the report)
+    reuse_other_commits: bool = False
     n_envs: int | None = None
     hp: tuple[str, ...] = ()
     scenario_set: tuple[str, ...] = ()
@@ -110,29 +115,54 @@ def _train_or_reuse(
     from edgerl.experiments.train import TrainConfig, train
 
     run_dir = _run_dir(cfg, scenario, algo, seed, sets)
+    tcfg = TrainConfig(
+        scenario=scenario,
+        scenario_set=sets,
+        algo=algo,
+        timesteps=cfg.timesteps,
+        seed=seed,
+        out=run_dir,
+        n_envs=cfg.n_envs,
+        hp=cfg.hp,
+        overwrite=True,
+        progress_bar=cfg.progress_bar,
+    )
     if cfg.reuse and (run_dir / RUN_JSON).is_file():
         try:
-            info = read_run(run_dir)
-            if info.data["timesteps"] == cfg.timesteps and info.algo == algo:
-                print(f"reusing {run_dir}")
-                return dict(info.data) | {"run_dir": str(run_dir), "reused": True}
+            data = dict(read_run(run_dir).data)
         except RunDirError:
-            pass
-    train(
-        TrainConfig(
-            scenario=scenario,
-            scenario_set=sets,
-            algo=algo,
-            timesteps=cfg.timesteps,
-            seed=seed,
-            out=run_dir,
-            n_envs=cfg.n_envs,
-            hp=cfg.hp,
-            overwrite=True,
-            progress_bar=cfg.progress_bar,
-        )
-    )
-    return dict(read_run(run_dir).data) | {"run_dir": str(run_dir), "reused": False}
+            data = {}
+        why = reuse_refusal(data, tcfg, cfg.reuse_other_commits) if data else "unreadable"
+        if why is None:
+            other = data.get("git_commit") != runinfo.git_commit()
+            note = f" (trained at commit {data.get('git_commit')})" if other else ""
+            print(f"reusing {run_dir}{note}")
+            return data | {"run_dir": str(run_dir), "reused": True, "reused_other_commit": other}
+        print(f"retraining {run_dir}: {why}")
+    train(tcfg)
+    data = dict(read_run(run_dir).data)
+    return data | {"run_dir": str(run_dir), "reused": False, "reused_other_commit": False}
+
+
+def reuse_refusal(data: dict[str, Any], tcfg: Any, other_commits: bool = False) -> str | None:
+    """Why the finished run recorded in ``data`` (its ``run.json``) cannot stand for a training
+    with ``tcfg``, or None if it can: the full configuration fingerprint (scenario,
+    algorithm, seed, timesteps, hyperparameters) must match, and the code commit too (a
+    commit with uncommitted changes never matches), unless ``other_commits``."""
+    from edgerl.experiments.train import config_fingerprint, planned_record
+
+    try:
+        theirs = config_fingerprint(data)
+    except KeyError as exc:
+        return f"run.json lacks {exc}"
+    if theirs != config_fingerprint(planned_record(tcfg)):
+        return "another configuration (scenario, algorithm, seed, timesteps or hyperparameters)"
+    if other_commits:
+        return None
+    run_commit, now = str(data.get("git_commit", "unknown")), runinfo.git_commit()
+    if run_commit != now or now.endswith("-dirty") or now == "unknown":
+        return f"trained at commit {run_commit}, this code is {now}"
+    return None
 
 
 def _u(doc: dict[str, Any], label: str) -> float:
@@ -164,6 +194,7 @@ def _evaluate_runs(
             policies=tuple(r["run_dir"] for r in runs),
             seeds=cfg.eval_seeds,
             episodes=cfg.episodes,
+            stratified=cfg.stratified,
             horizon_s=cfg.horizon_s,
             which=which,
         )
@@ -175,6 +206,8 @@ def _evaluate_runs(
         "ci95_over_training_seeds": [lo, hi] if lo is not None else None,
         "per_training_seed": per_seed,
         "metrics_by_run": {k: v["metrics"] for k, v in doc["policies"].items()},
+        "by_trace_by_run": {k: v.get("by_trace") for k, v in doc["policies"].items()},
+        "n_episodes_per_run": {k: v["n_episodes"] for k, v in doc["policies"].items()},
     }
     return summary, evals
 
@@ -227,6 +260,7 @@ def bench_scenario(cfg: BenchConfig, scenario: str) -> dict[str, Any]:
             policies=tuple(f"baseline:{b}" for b in cfg.references),
             seeds=cfg.eval_seeds,
             episodes=cfg.episodes,
+            stratified=cfg.stratified,
             horizon_s=cfg.horizon_s,
             cache_dir=cfg.runs_dir,
             search=cfg.search,
@@ -254,6 +288,8 @@ def bench_scenario(cfg: BenchConfig, scenario: str) -> dict[str, Any]:
                     "run_dir": r["run_dir"],
                     "seed": r["seed"],
                     "reused": r["reused"],
+                    "git_commit": r.get("git_commit"),
+                    "reused_other_commit": r.get("reused_other_commit", False),
                     "wall_time_s": r["wall_time_s"],
                     "env_time_s": r["env_time_s"],
                     "env_time_share": r["env_time_s"] / r["wall_time_s"],
@@ -318,10 +354,14 @@ def bench_scenario(cfg: BenchConfig, scenario: str) -> dict[str, Any]:
             "change_vs_full_note": note,
             "runs": [r["run_dir"] for r in rs],
         }
+    pols = doc_base["policies"]
     return {
         "scenario": scenario,
         "scenario_set": list(sets),
         "baselines": {b: doc_base["policies"][b]["metrics"] for b in cfg.references},
+        "baselines_by_family": {b: pols[b].get("by_family") for b in cfg.references},
+        "baselines_by_trace": {b: pols[b].get("by_trace") for b in cfg.references},
+        "episodes_per_eval_seed": doc_base["episodes_per_seed"],
         "baseline_utility": base_u,
         "baseline_wall_time_s": base_wall,
         "learned": learned,
@@ -346,10 +386,11 @@ def _record_headroom(cfg: BenchConfig, scenario: str, doc: dict[str, Any], wall_
         oracle_wall_time_s=pol["oracle"]["wall_time_s"],
         wall_time_s=wall_s,
         eval_seeds=cfg.eval_seeds,
-        episodes=cfg.episodes,
+        episodes=doc["episodes_per_seed"],
         oracle_window_s=cfg.oracle_window_s,
         source=f"edgerl bench agents ({cfg.out})",
         oracle_description=pol["oracle"]["description"],
+        stratified=bool(doc.get("stratified")),
     )
     record_headroom({scenario: entry}, cfg.headroom_out)
 
@@ -365,9 +406,15 @@ def markdown_report(results: list[dict[str, Any]], cfg: BenchConfig) -> str:
     lines = ["# edgerl bench agents", ""]
     lines += [
         f"Training seeds {list(cfg.train_seeds)}, {cfg.timesteps:,} steps; held-out evaluation "
-        f"seeds {list(cfg.eval_seeds)}, {cfg.episodes} episode(s) each; U = utility per "
-        f"request pooled over every held-out request; learned = {cfg.which} models, mean ± 95 % "
-        "CI over training seeds.",
+        f"seeds {list(cfg.eval_seeds)}, "
+        + (
+            f"stratified: {results[0]['episodes_per_eval_seed']} episode(s) per seed covering "
+            "every held-out uplink trace"
+            if cfg.stratified and results
+            else f"{cfg.episodes} episode(s) each"
+        )
+        + "; U = utility per request pooled over every held-out request; learned = "
+        f"{cfg.which} models, mean ± 95 % CI over training seeds.",
         "",
     ]
     refs = [r for r in REFERENCE_BASELINES if all(r in res["baseline_utility"] for res in results)]
@@ -422,6 +469,18 @@ def markdown_report(results: list[dict[str, Any]], cfg: BenchConfig) -> str:
                     f"| {res['scenario']} | {name} | {ab['utility_mean']:.3f} | "
                     f"{_fmt(ab['change_vs_full'], pct=True)} |"
                 )
+    other = sorted(
+        {
+            f"{r['run_dir']} (commit {r['git_commit']})"
+            for res in results
+            for la in res["learned"].values()
+            for r in la["runs"]
+            if r.get("reused_other_commit")
+        }
+    )
+    if other:
+        lines += ["", "Reused trainings from another code commit:", ""]
+        lines += [f"- {o}" for o in other]
     lines += [""]
     for res in results:
         lines += [res["knob_usage_markdown"], ""]

@@ -12,6 +12,7 @@ from typing import Any
 import typer
 from edgerl.experiments import term
 from edgerl.experiments.cli import app, bench_app
+from typer.core import TyperCommand
 
 #: Token of --policies that expands to every baseline.
 ALL_BASELINES = "baselines"
@@ -62,13 +63,49 @@ def _scenario_or_runs(scenario: str | None, policies: Sequence[str]) -> str:
     return DEFAULT_SCENARIO
 
 
-def _trace_overrides(
-    files: Sequence[Path], fmt: str, column: str | None, unit: str
-) -> tuple[str, ...]:
-    """``--uplink-traces``: a scenario override that puts these files (all held out for
-    evaluation) on every device's uplink."""
-    if not files:
-        return ()
+#: Options that take several values after one flag (``--uplink-traces a.csv b.csv``, or a
+#: shell glob that expands to several files): :class:`MultiValueCommand` rewrites them.
+MULTI_VALUE_OPTIONS = ("--uplink-traces", "--downlink-traces")
+
+
+def expand_multi_values(args: Sequence[str], options: Sequence[str]) -> list[str]:
+    """``--opt a b --x`` -> ``--opt a --opt b --x``: every bare token after one of
+    ``options`` (up to the next token starting with ``-``) is another value of it."""
+    out: list[str] = []
+    current: str | None = None
+    pending = False  # `current` was given without a value so far
+    for tok in args:
+        if tok.startswith("-"):
+            if pending:
+                out.append(str(current))  # a flag without a value: let the parser say so
+            name, eq, _ = tok.partition("=")
+            current = name if name in options and tok != "--" else None
+            pending = current is not None and not eq
+            if not pending:
+                out.append(tok)
+        elif current is not None:
+            out += [current, tok]
+            pending = False
+        else:
+            out.append(tok)
+    if pending:
+        out.append(str(current))
+    return out
+
+
+class MultiValueCommand(TyperCommand):
+    """A command whose :data:`MULTI_VALUE_OPTIONS` accept several values after one flag."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, expand_multi_values(args, MULTI_VALUE_OPTIONS))
+
+
+def _link_override(
+    key: str, files: Sequence[Path], fmt: str, column: str | None, unit: str
+) -> dict[str, Any]:
+    for f in files:
+        if not f.exists():
+            raise typer.BadParameter(f"--{key}-traces: {f} does not exist")
     link: dict[str, Any] = {
         "trace_files": [str(f.resolve()) for f in files],
         "format": fmt,
@@ -77,7 +114,36 @@ def _trace_overrides(
     }
     if column:
         link["column"] = column
-    return (f"network.uplink={json.dumps(link)}",)
+    return link
+
+
+def _trace_overrides(
+    files: Sequence[Path],
+    fmt: str,
+    column: str | None,
+    unit: str,
+    down_files: Sequence[Path] = (),
+    down_column: str | None = None,
+) -> tuple[str, ...]:
+    """``--uplink-traces`` / ``--downlink-traces``: evaluation-only scenario overrides that put
+    these files (all held out) on every device's uplink / downlink. With both, given in the
+    same order and as many of each, device d's downlink is the file paired with its uplink
+    (``network.paired_links``), at the same offset."""
+    out: list[str] = []
+    if files:
+        up = _link_override("uplink", files, fmt, column, unit)
+        out.append(f"network.uplink={json.dumps(up)}")
+    if down_files:
+        down = _link_override("downlink", down_files, fmt, down_column or column, unit)
+        out.append(f"network.downlink={json.dumps(down)}")
+    if files and down_files:
+        if len(files) != len(down_files):
+            raise typer.BadParameter(
+                f"--uplink-traces gives {len(files)} file(s), --downlink-traces "
+                f"{len(down_files)}: give one downlink per uplink, in the same order (pairs)"
+            )
+        out.append("network.paired_links=true")
+    return tuple(out)
 
 
 def _seeds(values: Sequence[str]) -> tuple[int, ...]:
@@ -191,14 +257,31 @@ _SET_OPT = typer.Option(
 _UPLINK_TRACES_OPT = typer.Option(
     [],
     "--uplink-traces",
-    help="evaluate on these uplink trace files (repeat; all held out), not the scenario's",
+    help="evaluate on these uplink trace files (several after one flag, or repeat; all held "
+    "out), not the scenario's; best-fixed and edgent-dynamic are still built from the "
+    "scenario's training traces",
+)
+_DOWNLINK_TRACES_OPT = typer.Option(
+    [],
+    "--downlink-traces",
+    help="the same for the downlink; with --uplink-traces, one per uplink file in the same "
+    "order: each device's downlink is then the file paired with its uplink",
 )
 _TRACE_FORMAT_OPT = typer.Option(
-    "auto", help="--uplink-traces format: auto | pensieve | mahimahi | csv | irish5g"
+    "auto", help="--uplink/--downlink-traces format: auto | pensieve | mahimahi | csv | irish5g"
 )
 _TRACE_COLUMN_OPT = typer.Option(None, help="--uplink-traces csv/irish5g column")
+_DOWN_COLUMN_OPT = typer.Option(
+    None, help="--downlink-traces csv/irish5g column (default: --trace-column)"
+)
 _TRACE_UNIT_OPT = typer.Option("mbps", help="--uplink-traces csv unit: mbps | kbps | bps")
 _WHICH_OPT = typer.Option("best", help="best | final model of run directories")
+_STRATIFIED_OPT = typer.Option(
+    True,
+    "--stratified/--no-strata",
+    help="every seed covers every held-out uplink trace (several offsets in long ones), "
+    "--episodes times; results also per trace family and trace",
+)
 _HORIZON_OPT = typer.Option(None, help="shorter episodes than the scenario's horizon")
 _LATENCY_SOURCE_OPT = typer.Option("regression", help="Neurosurgeon/Edgent: regression | profile")
 _SEARCH_EPISODES_OPT = typer.Option(3, help="best-fixed: episodes per finalist")
@@ -207,13 +290,15 @@ _SEARCH_MAX_WALL_OPT = typer.Option(600.0, help="best-fixed: wall-time bound")
 _SEARCH_WORKERS_OPT = typer.Option(1, help="best-fixed: worker processes")
 
 
-@app.command()
+@app.command(cls=MultiValueCommand)
 def evaluate(
     scenario: str = _SCENARIO_OPT,
     scenario_set: list[str] = _SET_OPT,
     uplink_traces: list[Path] = _UPLINK_TRACES_OPT,
+    downlink_traces: list[Path] = _DOWNLINK_TRACES_OPT,
     trace_format: str = _TRACE_FORMAT_OPT,
     trace_column: str = _TRACE_COLUMN_OPT,
+    downlink_column: str = _DOWN_COLUMN_OPT,
     trace_unit: str = _TRACE_UNIT_OPT,
     policy: list[str] = typer.Option(
         ...,
@@ -222,7 +307,10 @@ def evaluate(
         help="RUN_DIR | baseline:NAME | planner:DIR (repeat or comma-separate); "
         f"'{ALL_BASELINES}' = all but the oracle. Baselines: {BASELINE_NAMES}",
     ),
-    episodes: int = typer.Option(3, help="episodes per seed"),
+    episodes: int = typer.Option(
+        3, help="episodes per seed (stratified: per seed and held-out stratum)"
+    ),
+    stratified: bool = _STRATIFIED_OPT,
     seed: list[str] = typer.Option(
         ["0"], "--seed", "--seeds", help="evaluation seed(s) (repeat or comma-separate)"
     ),
@@ -246,11 +334,19 @@ def evaluate(
         specs = _policy_specs(policy)
         cfg = EvalConfig(
             scenario=_scenario_or_runs(scenario, specs),
-            scenario_set=tuple(scenario_set)
-            + _trace_overrides(uplink_traces, trace_format, trace_column, trace_unit),
+            scenario_set=tuple(scenario_set),
+            eval_set=_trace_overrides(
+                uplink_traces,
+                trace_format,
+                trace_column,
+                trace_unit,
+                downlink_traces,
+                downlink_column,
+            ),
             policies=specs,
             seeds=_seeds(seed),
             episodes=episodes,
+            stratified=stratified,
             horizon_s=horizon_s,
             which=which,
             cache_dir=cache_dir or (json_out.parent if json_out else None),
@@ -266,13 +362,15 @@ def evaluate(
 # --------------------------------------------------------------------------- compare
 
 
-@app.command()
+@app.command(cls=MultiValueCommand)
 def compare(
     scenario: str = _SCENARIO_OPT,
     scenario_set: list[str] = _SET_OPT,
     uplink_traces: list[Path] = _UPLINK_TRACES_OPT,
+    downlink_traces: list[Path] = _DOWNLINK_TRACES_OPT,
     trace_format: str = _TRACE_FORMAT_OPT,
     trace_column: str = _TRACE_COLUMN_OPT,
+    downlink_column: str = _DOWN_COLUMN_OPT,
     trace_unit: str = _TRACE_UNIT_OPT,
     policies: list[str] = typer.Option(
         [ALL_BASELINES],
@@ -284,7 +382,10 @@ def compare(
     seeds: list[str] = typer.Option(
         ["0,1,2"], "--seeds", "--seed", help="evaluation seeds (repeat or comma-separate)"
     ),
-    episodes: int = typer.Option(1, help="episodes per seed"),
+    episodes: int = typer.Option(
+        1, help="episodes per seed (stratified: per seed and held-out stratum)"
+    ),
+    stratified: bool = _STRATIFIED_OPT,
     horizon_s: float = _HORIZON_OPT,
     out: Path = typer.Option(
         None, help="output directory (default runs/compare/<scenario>-<time>)"
@@ -308,11 +409,19 @@ def compare(
         res = run_compare(
             CompareConfig(
                 scenario=_scenario_or_runs(scenario, specs),
-                scenario_set=tuple(scenario_set)
-                + _trace_overrides(uplink_traces, trace_format, trace_column, trace_unit),
+                scenario_set=tuple(scenario_set),
+                eval_set=_trace_overrides(
+                    uplink_traces,
+                    trace_format,
+                    trace_column,
+                    trace_unit,
+                    downlink_traces,
+                    downlink_column,
+                ),
                 policies=specs,
                 seeds=_seeds(seeds),
                 episodes=episodes,
+                stratified=stratified,
                 horizon_s=horizon_s,
                 out=out,
                 which=which,
@@ -354,11 +463,19 @@ def bench_agents(
     train_seeds: str = typer.Option("0,1,2", help="training seeds, comma-separated"),
     timesteps: int = typer.Option(200_000, help="training steps per run"),
     eval_seeds: str = typer.Option("100,101,102", help="evaluation seeds, comma-separated"),
-    episodes: int = typer.Option(1, help="held-out episodes per evaluation seed"),
+    episodes: int = typer.Option(
+        1, help="held-out episodes per evaluation seed (stratified: per seed and stratum)"
+    ),
+    stratified: bool = _STRATIFIED_OPT,
     horizon_s: float = typer.Option(None, help="shorter evaluation episodes"),
     out: Path = typer.Option(Path("bench/agents.json"), help="JSON result file (+ .md report)"),
     runs_dir: Path = typer.Option(Path("runs/bench"), help="where the training runs go"),
-    reuse: bool = typer.Option(True, help="reuse finished runs of the same configuration"),
+    reuse: bool = typer.Option(
+        True, help="reuse finished runs of the same configuration and code commit"
+    ),
+    reuse_other_commits: bool = typer.Option(
+        False, help="also reuse runs of the same configuration from other commits (recorded)"
+    ),
     which: str = typer.Option("final", help="model used for the targets: final | best"),
     scenario_set: list[str] = typer.Option(
         [], "--set", help="scenario override dotted.key=value for every scenario (repeat)"
@@ -392,10 +509,12 @@ def bench_agents(
                 timesteps=timesteps,
                 eval_seeds=_seeds([eval_seeds]),
                 episodes=episodes,
+                stratified=stratified,
                 horizon_s=horizon_s,
                 out=out,
                 runs_dir=runs_dir,
                 reuse=reuse,
+                reuse_other_commits=reuse_other_commits,
                 which=which,
                 scenario_set=tuple(scenario_set),
                 **({"references": tuple(_split([references]))} if references else {}),
@@ -404,5 +523,69 @@ def bench_agents(
                 oracle_workers=oracle_workers,
                 search=_search(3, 60.0, search_max_wall_s, 1, 0),
                 headroom_out=HEADROOM_FILE,
+            )
+        )
+
+
+@bench_app.command("generalise")
+def bench_generalise(
+    scenario: str = typer.Option("camera-lte", help="scenario trained on"),
+    algos: str = typer.Option("maskable_ppo,ppo", help="learned algorithms, comma-separated"),
+    train_seeds: str = typer.Option("0,1,2", help="training seeds, comma-separated"),
+    timesteps: int = typer.Option(200_000, help="training steps per run"),
+    eval_seeds: str = typer.Option("100", help="evaluation seeds, comma-separated"),
+    episodes: int = typer.Option(1, help="passes over each set's strata per evaluation seed"),
+    horizon_s: float = typer.Option(None, help="shorter evaluation episodes"),
+    families: str = typer.Option(
+        "mahimahi-cellular,irish-5g,norway-hsdpa-3g,fcc-broadband",
+        help="families left out one at a time (trained on the others; '' = none)",
+    ),
+    scales: str = typer.Option("0.25,0.5,2,4", help="bandwidth factors of the scaled sets"),
+    oracle: bool = typer.Option(False, help="also run the hindsight oracle (slow)"),
+    scenario_set: list[str] = typer.Option(
+        [], "--set", help="override of the trained setting, dotted.key=value (repeat)"
+    ),
+    out: Path = typer.Option(None, help="JSON result (+ .md); default runs/generalise/<scenario>"),
+    runs_dir: Path = typer.Option(Path("runs/bench"), help="where the training runs go"),
+    reuse: bool = typer.Option(True, help="reuse runs of the same configuration and commit"),
+    reuse_other_commits: bool = typer.Option(
+        False, help="also reuse runs of the same configuration from other commits (recorded)"
+    ),
+    which: str = typer.Option("final", help="final | best model of each run"),
+    oracle_window_s: float = typer.Option(2.0, help="the hindsight oracle's window [s]"),
+    oracle_workers: int = typer.Option(1, help="the oracle's concurrent simulator forks"),
+    search_max_wall_s: float = typer.Option(600.0, help="best-fixed: wall-time bound"),
+) -> None:
+    """Robust on networks it never saw? Learned vs references on unseen trace sets."""
+    from edgerl.experiments.bench_generalise import GeneraliseConfig, run_generalise
+
+    if which not in ("best", "final"):
+        raise typer.BadParameter("--which must be best or final")
+    try:
+        factors = tuple(float(x) for x in _split([scales]))
+    except ValueError as exc:
+        raise typer.BadParameter(f"--scales must be numbers: {exc}") from exc
+    with _clear_errors():
+        run_generalise(
+            GeneraliseConfig(
+                scenario=scenario,
+                algos=tuple(_split([algos])),
+                train_seeds=_seeds([train_seeds]),
+                timesteps=timesteps,
+                eval_seeds=_seeds([eval_seeds]),
+                episodes=episodes,
+                horizon_s=horizon_s,
+                which=which,
+                families=tuple(_split([families])),
+                scales=factors,
+                oracle=oracle,
+                train_set=tuple(scenario_set),
+                out=out,
+                runs_dir=runs_dir,
+                reuse=reuse,
+                reuse_other_commits=reuse_other_commits,
+                oracle_window_s=oracle_window_s,
+                oracle_workers=oracle_workers,
+                search=_search(3, 60.0, search_max_wall_s, 1, 0),
             )
         )

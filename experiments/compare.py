@@ -93,6 +93,8 @@ class CompareConfig:
     scenario: str | ScenarioModel = "lte-dynamic"
     scenario_set: tuple[str, ...] = ()
     """scenario overrides, dotted.key=value (as for training)"""
+    eval_set: tuple[str, ...] = ()
+    """overrides of the evaluation episodes only (see ``EvalConfig.eval_set``)"""
     policies: tuple[str, ...] = tuple(
         f"baseline:{b}" for b in list_baselines(include_expensive=False)
     )
@@ -105,6 +107,8 @@ class CompareConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     latency_source: str = "regression"
     plots: bool = True
+    stratified: bool = True
+    """every seed covers every held-out uplink trace (see ``EvalConfig.stratified``)"""
     torch_threads: int = 1
 
 
@@ -119,7 +123,7 @@ class CompareResult:
 
 def compare(cfg: CompareConfig, progress: Callable[[str], None] | None = None) -> CompareResult:
     t0 = time.perf_counter()
-    scenario, _ = runinfo.resolve_scenario(cfg.scenario, cfg.scenario_set)
+    scenario, _ = runinfo.resolve_scenario(cfg.scenario, (*cfg.scenario_set, *cfg.eval_set))
     out = cfg.out or Path("runs") / "compare" / (
         f"{scenario.cfg.name}-{runinfo.now_iso().replace(':', '').replace('+0000', 'Z')}"
     )
@@ -127,6 +131,7 @@ def compare(cfg: CompareConfig, progress: Callable[[str], None] | None = None) -
     ecfg = EvalConfig(
         scenario=scenario if not isinstance(cfg.scenario, str) else cfg.scenario,
         scenario_set=cfg.scenario_set if isinstance(cfg.scenario, str) else (),
+        eval_set=cfg.eval_set,
         policies=cfg.policies,
         seeds=cfg.seeds,
         episodes=cfg.episodes,
@@ -136,6 +141,7 @@ def compare(cfg: CompareConfig, progress: Callable[[str], None] | None = None) -
         search=cfg.search,
         latency_source=cfg.latency_source,
         record_bandwidth=True,
+        stratified=cfg.stratified,
         torch_threads=cfg.torch_threads,
     )
     doc, evals = run_evaluation(ecfg, progress)
@@ -227,7 +233,9 @@ def write_markdown(doc: dict[str, Any], path: Path) -> Path:
     header, rows = table_cells(doc)
     lines = [
         f"Scenario `{doc['scenario_name']}`, held-out traces, seeds {doc['seeds']}, "
-        f"{doc['episodes_per_seed']} episode(s) per seed of {doc['horizon_s']:.0f} s simulated; "
+        f"{doc['episodes_per_seed']} episode(s) per seed of {doc['horizon_s']:.0f} s simulated"
+        + (" (stratified: every held-out uplink trace)" if doc.get("stratified") else "")
+        + "; "
         "mean ± half-width of the 95% Student-t interval over evaluation seeds "
         "(over episodes when there is one seed).",
         "",
@@ -235,9 +243,40 @@ def write_markdown(doc: dict[str, Any], path: Path) -> Path:
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
         *["| " + " | ".join(r) + " |" for r in rows],
         "",
+        *breakdown_markdown(doc),
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def breakdown_markdown(doc: dict[str, Any], metric: str = "utility_mean") -> list[str]:
+    """Lines of the per-family and per-trace tables of a stratified evaluation (``metric``
+    mean ± 95 % CI half-width, each episode a unit; the number of episodes in brackets)."""
+    pols = {k: v for k, v in doc["policies"].items() if v.get("by_trace")}
+    if not pols:
+        return []
+    lines: list[str] = []
+    for key, what in (("by_family", "trace family"), ("by_trace", "trace")):
+        names = sorted({n for v in pols.values() for n in v[key]})
+        lines += [
+            f"`{metric}` per {what} (stratified episodes; mean ± 95 % CI half-width over "
+            "episodes, [episodes]):",
+            "",
+            "| policy | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
+        for lbl, pd in pols.items():
+            cells = []
+            for n in names:
+                e = pd[key].get(n)
+                cells.append(
+                    "n/a"
+                    if e is None
+                    else f"{_fmt(e[metric]['mean'], e[metric]['ci95'], 1.0, 3)} [{e['n_episodes']}]"
+                )
+            lines.append(f"| {lbl} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 # --------------------------------------------------------------------------- plan dimensions

@@ -10,7 +10,9 @@ The budget keeps the demo far inside the 10-minute limit on 2 CPU cores: on this
 2-core machine (2026-11-30, installation already done) ``make demo`` took 81 s (training 43 s,
 comparison 26 s on 120 s held-out episodes, then the export); every run prints and saves its
 own wall times and the simulated horizon in ``runs/demo/demo_summary.json``. A short training
-run is a demo, not a benchmark:
+run is a demo, not a benchmark (the wall times above were measured when the comparison ran one
+random episode for each of seeds 0, 1, 2; it now runs one seed stratified over the three held-out
+uplink traces, the same number of 120 s episodes, not re-measured):
 ``edgerl bench agents`` measures the quality targets with larger budgets and three seeds.
 """
 
@@ -38,7 +40,9 @@ class DemoConfig:
     out: Path = Path("runs/demo")
     n_envs: int = 4
     train_hp: tuple[str, ...] = ("eval_freq=20000", "eval_episodes=1", "eval_horizon_s=120")
-    eval_seeds: tuple[int, ...] = (0, 1, 2)
+    # one seed, stratified: one 120 s episode on each of lte-dynamic's three held-out uplink
+    # traces (as many simulated seconds as the three random episodes of seeds 0, 1, 2 before)
+    eval_seeds: tuple[int, ...] = (0,)
     episodes: int = 1
     eval_horizon_s: float | None = None  # None: the scenario's own horizon
     search: SearchConfig = field(

@@ -48,6 +48,10 @@ class EvalConfig:
     scenario: str | ScenarioModel = "lte-dynamic"
     scenario_set: tuple[str, ...] = ()
     """scenario overrides, dotted.key=value (as for training)"""
+    eval_set: tuple[str, ...] = ()
+    """overrides only the evaluation episodes see (``--uplink-traces``): what a policy builds
+    from training data (best-fixed's search, Edgent's bandwidth map) comes from the scenario
+    without them, as an operator would build it, and is scored on the overridden one"""
     policies: tuple[str, ...] = ("baseline:edgent",)
     seeds: tuple[int, ...] = (0,)
     episodes: int = 3
@@ -62,6 +66,9 @@ class EvalConfig:
     latency_source: str = "regression"
     """Neurosurgeon/Edgent latency predictions: regression | profile"""
     record_bandwidth: bool = False
+    stratified: bool = True
+    """every seed covers every held-out uplink trace (several offsets in long ones),
+    ``episodes`` times; False: ``episodes`` episodes per seed, traces drawn at random"""
     torch_threads: int = 1
     oracle_window_s: float = 2.0
     """the hindsight oracle's window [s]"""
@@ -129,7 +136,12 @@ def run_evaluation(
     if not cfg.seeds:
         raise OptionError("give at least one evaluation seed")
     check_positive("--horizon-s", cfg.horizon_s)
-    scenario, label = runinfo.resolve_scenario(cfg.scenario, cfg.scenario_set)
+    training, label = runinfo.resolve_scenario(cfg.scenario, cfg.scenario_set)
+    scenario = training
+    if cfg.eval_set:
+        if isinstance(cfg.scenario, ScenarioModel):
+            raise OptionError("evaluation overrides need a scenario name or file, not a model")
+        scenario, label = runinfo.resolve_scenario(cfg.scenario, (*cfg.scenario_set, *cfg.eval_set))
     if cfg.horizon_s is not None and cfg.horizon_s > scenario.cfg.horizon_s:
         print(
             f"warning: --horizon-s {cfg.horizon_s:g} is longer than the scenario's horizon "
@@ -137,7 +149,13 @@ def run_evaluation(
             file=sys.stderr,
         )
     fingerprint = scenario_fingerprint(scenario.cfg)
+    training_fingerprint = scenario_fingerprint(training.cfg)
     loaded = [load_policy(s, cfg) for s in cfg.policies]  # fail early, before any rollout
+    if training is not scenario:
+        for _, pol, _ in loaded:
+            use = getattr(pol, "use_training_scenario", None)
+            if use is not None:
+                use(training)
     probe = None
     for _, pol, _ in loaded:  # a trained policy must fit the scenario's spaces
         if hasattr(pol, "check_fits"):
@@ -154,10 +172,10 @@ def run_evaluation(
     t0 = time.perf_counter()
     for lbl, pol, notes in loaded:
         fp = notes.get("scenario_fingerprint")
-        if fp is not None and fp != fingerprint:
+        if fp is not None and fp != training_fingerprint:
             notes["warning"] = (
                 f"trained on scenario {notes.get('trained_on')!r} with another fingerprint "
-                f"({fp[:12]} vs {fingerprint[:12]})"
+                f"({fp[:12]} vs {training_fingerprint[:12]})"
             )
             print(f"warning: {lbl}: {notes['warning']}", file=sys.stderr)
         ev = evaluate(
@@ -169,6 +187,7 @@ def run_evaluation(
             horizon_s=cfg.horizon_s,
             record_bandwidth=cfg.record_bandwidth,
             progress=progress,
+            stratified=cfg.stratified,
         )
         results[lbl] = ev
         docs[lbl] = {**ev.to_json(), "spec": notes}
@@ -179,9 +198,12 @@ def run_evaluation(
         "scenario": label,
         "scenario_name": scenario.cfg.name,
         "scenario_fingerprint": fingerprint,
+        "training_scenario_fingerprint": training_fingerprint,
+        "evaluation_overrides": list(cfg.eval_set),
         "split": "eval",
         "seeds": list(cfg.seeds),
-        "episodes_per_seed": cfg.episodes,
+        "stratified": cfg.stratified,
+        "episodes_per_seed": next(iter(results.values())).episodes if results else cfg.episodes,
         "horizon_s": min(horizon, scenario.cfg.horizon_s),
         "confidence_interval": {
             "level": 0.95,

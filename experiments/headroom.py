@@ -54,6 +54,9 @@ def measure_headroom(cfg: HeadroomConfig, scenario: str) -> dict[str, Any]:
             policies=("baseline:best-fixed", "baseline:oracle"),
             seeds=cfg.eval_seeds,
             episodes=cfg.episodes,
+            # the published headroom protocol (random held-out episodes); `bench agents` and
+            # `bench generalise` measure it stratified, and each entry says which
+            stratified=False,
             cache_dir=cfg.cache_dir,
             search=cfg.search,
             oracle_window_s=cfg.oracle_window_s,
@@ -86,6 +89,7 @@ def headroom_entry(
     oracle_window_s: float,
     source: str,
     oracle_description: dict[str, Any] | None = None,
+    stratified: bool = False,
 ) -> dict[str, Any]:
     """One scenario's record from the evaluation metrics of ``best-fixed`` and ``oracle``.
 
@@ -106,6 +110,7 @@ def headroom_entry(
         "eval_seeds": list(eval_seeds),
         "episodes": episodes,
         "oracle": oracle_description or {},  # its describe(): references, alternations
+        "stratified": stratified,
         "oracle_window_s": oracle_window_s,
         "oracle_wall_time_s": oracle_wall_time_s,
         "wall_time_s": wall_time_s,

@@ -12,9 +12,11 @@ layout is the contract of :mod:`edgerl.agents.rundir`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,15 +89,10 @@ class RunExistsError(FileExistsError):
     """The run directory already holds a finished run."""
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train per ``cfg``; returns where the run directory is and how long it took."""
-    import torch
+def _resolve(cfg: TrainConfig) -> tuple[ScenarioModel, str, Any, int]:
+    """(scenario, its label, hyperparameters, timesteps) of a training configuration."""
     from edgerl.agents.hyperparams import load_hyperparams
-    from edgerl.agents.learned import make_model
-    from edgerl.agents.training import ClampedProgressBar, HeldOutEvalCallback, make_train_env
-    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
 
-    # 1. scenario and hyperparameters
     scenario, scenario_label = runinfo.resolve_scenario(cfg.scenario, cfg.scenario_set)
     overrides = list(cfg.hp)
     if cfg.n_envs is not None:
@@ -106,6 +103,49 @@ def train(cfg: TrainConfig) -> TrainResult:
     timesteps = cfg.timesteps if cfg.timesteps is not None else int(hp.run["n_timesteps"])
     if timesteps < 1:
         raise OptionError(f"--timesteps must be >= 1, got {timesteps}")
+    return scenario, scenario_label, hp, timesteps
+
+
+def config_fingerprint(record: Mapping[str, Any]) -> str:
+    """sha256 of everything that determines a trained policy, read from a run record
+    (``run.json``, or :func:`planned_record` before training): the scenario's fingerprint,
+    the algorithm, the seed, the timesteps and the hyperparameters (their values, not the
+    path of the file they came from)."""
+    hp = record["hyperparams"]
+    key = {
+        "scenario_fingerprint": record["scenario_fingerprint"],
+        "algo": record["algo"],
+        "seed": record["seed"],
+        "timesteps": record["timesteps"],
+        "algo_kwargs": hp["algo_kwargs"],
+        "run": hp["run"],
+    }
+    text = json.dumps(key, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def planned_record(cfg: TrainConfig) -> dict[str, Any]:
+    """The fields of ``run.json`` that :func:`config_fingerprint` reads, for a run that
+    ``cfg`` would train (nothing is trained)."""
+    scenario, _, hp, timesteps = _resolve(cfg)
+    return {
+        "scenario_fingerprint": scenario_fingerprint(scenario.cfg),
+        "algo": cfg.algo,
+        "seed": cfg.seed,
+        "timesteps": timesteps,
+        "hyperparams": hp.to_json(),
+    }
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train per ``cfg``; returns where the run directory is and how long it took."""
+    import torch
+    from edgerl.agents.learned import make_model
+    from edgerl.agents.training import ClampedProgressBar, HeldOutEvalCallback, make_train_env
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+
+    # 1. scenario and hyperparameters
+    scenario, scenario_label, hp, timesteps = _resolve(cfg)
 
     # 2. run directory
     rid = runinfo.run_id(cfg.algo, scenario_label, cfg.seed)
@@ -201,6 +241,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         "torch_threads": cfg.torch_threads,
         "command": runinfo.command_line(),
     }
+    record["config_fingerprint"] = config_fingerprint(record)
     (run_dir / RUN_JSON).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return TrainResult(
         run_dir, wall_s, timer.env_time_s, eval_cb.eval_time_s, eval_cb.best, eval_cb.rows

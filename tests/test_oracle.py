@@ -159,7 +159,7 @@ def test_isolate_is_checked_and_auto_follows_torch(monkeypatch):
     model = toy_model({"horizon_s": 10.0, "workload.arrival.rate_per_s": 1.0})
     used = []
 
-    def schedule(*args):
+    def schedule(*args, **kwargs):
         used.append("isolated" if args[7] else "here")
         return [(0,)] * 2
 
@@ -213,11 +213,13 @@ def test_alternations_and_references_replay_exactly_in_the_evaluator(monkeypatch
     )
     a, b = (int(i) for i in np.flatnonzero(model.static_mask)[:2])
     schedule = [(a,), ((a, b),), ("clairvoyant",), ("composite",), ((b, a),)]
-    monkeypatch.setattr(oracle_mod, "window_schedule", lambda *args: schedule)
+    monkeypatch.setattr(oracle_mod, "window_schedule", lambda *args, **kw: schedule)
     pol = HindsightWindowOracle(window_s=4.0, isolate="never")
     (lg,) = evaluate(model, pol, seeds=[0], episodes=1).all_logs()
+    assert pol._entropy is not None
+    entropy, pin = pol._entropy
     planned = oracle_mod.schedule_total(
-        model, pol._entropy, "eval", schedule, 4.0, oracle_mod.REFERENCES
+        model, entropy, "eval", schedule, 4.0, oracle_mod.REFERENCES, pin
     )
     assert float(lg.utility.sum()) == pytest.approx(planned, abs=1e-9)
     decided = list(zip(lg.decision_plan.tolist(), lg.decision_s.tolist(), strict=True))
