@@ -448,30 +448,37 @@ class _NumpyBackend:
 
     :meth:`decide` (``plan``) runs on the preallocated observation row with the static mask
     folded into the last layer: it computes only the feasible plans' scores (``feasible``,
-    in index order, so the first maximum is the graph's first index on ties) into
-    preallocated buffers, with the weights stored transposed (``[in, out]``, C-contiguous)
-    for the vector-matrix products.
+    in index order, so the first maximum is the graph's first index on ties). Each layer is
+    one vector-matrix product into a preallocated buffer: the weights are stored transposed
+    with the bias as an extra last row (``[in + 1, out]``, C-contiguous), and every input
+    buffer ends with a constant 1, so ``h @ [W.T; b]`` is ``h @ W.T + b``; then the
+    activation in place. :meth:`decide_batch` and :meth:`decide_masked` (``plan_many``,
+    ``predict``) multiply and add the bias separately.
     """
 
     name = "numpy"
 
     def __init__(self, linears: list[_Linear], static_mask: np.ndarray) -> None:
         n_feat = linears[0].weight.shape[1]
-        self.obs = np.zeros((1, n_feat), dtype=np.float32)
-        self._row = self.obs[0]
+        x = np.ones((1, n_feat + 1), dtype=np.float32)  # [observation, 1]
+        self.obs = x[:, :n_feat]  # what the planner writes: [1, F], C-contiguous
         feasible = np.flatnonzero(static_mask)
         self._feasible = feasible
         self._feasible_list = feasible.tolist()
         *hidden, last = linears
         folded = [*hidden, _Linear(last.weight[feasible], last.bias[feasible])]
-        self._steps = tuple(
-            (
-                np.ascontiguousarray(lin.weight.T),
-                lin.bias,
-                np.zeros(lin.bias.shape, dtype=np.float32),
-                lin.activation,
-            )
-            for lin in folded
+        steps = []
+        h = x[0]
+        for lin in folded:
+            w_aug = np.ascontiguousarray(np.vstack([lin.weight.T, lin.bias[None, :]]))
+            buf = np.ones(len(lin.bias) + 1, dtype=np.float32)  # [layer output, 1]
+            out = buf[:-1]
+            steps.append((h, w_aug, out, lin.activation))
+            h = buf
+        self._steps = tuple(steps)
+        self._scores = out
+        self._batch = tuple(
+            (np.ascontiguousarray(lin.weight.T), lin.bias, lin.activation) for lin in folded
         )
         self._full = tuple(
             (np.ascontiguousarray(lin.weight.T), lin.bias, lin.activation) for lin in linears
@@ -479,19 +486,16 @@ class _NumpyBackend:
 
     def decide(self) -> int:
         """The action for ``obs`` under the static mask."""
-        h = self._row
-        for w_t, b, out, act in self._steps:
-            np.dot(h, w_t, out=out)
-            np.add(out, b, out=out)
+        for h, w_aug, out, act in self._steps:
+            np.dot(h, w_aug, out=out)
             if act is not None:
                 act(out)
-            h = out
-        return self._feasible_list[h.argmax()]
+        return self._feasible_list[self._scores.argmax()]
 
     def decide_batch(self, obs: np.ndarray) -> np.ndarray:
         """The actions for ``[B, F]`` observations under the static mask."""
         h = obs
-        for w_t, b, _, act in self._steps:
+        for w_t, b, act in self._batch:
             h = h @ w_t
             h += b
             if act is not None:
@@ -626,13 +630,15 @@ class Planner:
         self._high = np.asarray(rng["high"], dtype=np.float64)
         # The fast path accepts a state only inside [max(low, 0), high]: valid (finite, not
         # negative) and in the training range; anything else takes the checked path.
-        self._fast_low = np.maximum(self._low, 0.0)
-        self._ok_low = np.zeros(n_feat, dtype=bool)
-        self._ok_high = np.zeros(n_feat, dtype=bool)
+        self._signs = np.array([[1.0], [-1.0]])
+        self._bounds = np.stack([np.maximum(self._low, 0.0), -self._high])
+        self._pair = np.zeros((2, n_feat), dtype=np.float64)
+        self._in_bounds = np.zeros((2, n_feat), dtype=bool)
+        self._n_bounds = 2 * n_feat
         self.out_of_range = 0
         run_id = spec.get("training", {}).get("run_id", directory.name)
         self.name = f"planner:{run_id}"
-        self._raw = np.zeros(n_feat, dtype=np.float64)
+        self._raw = self._pair[0]  # plan()'s raw vector: the first row of the range check
         self._scaled = np.zeros(n_feat, dtype=np.float64)
         self._obs = backend.obs  # [1, F] float32: the backend's input buffer
         self._obs_row = self._obs[0]
@@ -780,7 +786,7 @@ class Planner:
 
         The common case (exactly the spec's keys, every value a built-in ``float`` or
         ``int``, all inside ``[max(low, 0), high]``) costs one itemgetter call, one type
-        check and three comparisons; anything else goes through
+        check, one product and one comparison; anything else goes through
         :func:`edgerl.envs.observation.raw_from_mapping`, which accepts what it accepts (e.g.
         numpy scalars) and raises the error naming the field otherwise. Both give the same
         vector for a valid state.
@@ -791,13 +797,18 @@ class Planner:
             except (KeyError, TypeError):
                 values = None
             if values is not None and _NUMBER_TYPES.issuperset(map(type, values)):
-                raw[:] = values
-                ok_low, ok_high = self._ok_low, self._ok_high
-                np.greater_equal(raw, self._fast_low, out=ok_low)
-                np.less_equal(raw, self._high, out=ok_high)
-                np.logical_and(ok_low, ok_high, out=ok_low)
-                if np.count_nonzero(ok_low) == self._n_feat:
-                    return
+                # pair = [raw; -raw] >= [max(low, 0); -high]: the range check in one ufunc.
+                pair = self._pair
+                try:
+                    np.multiply(values, self._signs, out=pair)
+                except (TypeError, ValueError, OverflowError):  # e.g. an int beyond float64
+                    pass
+                else:
+                    np.greater_equal(pair, self._bounds, out=self._in_bounds)
+                    if np.count_nonzero(self._in_bounds) == self._n_bounds:
+                        if raw is not self._raw:  # plan() decides on pair[0] itself
+                            raw[:] = pair[0]
+                        return
         raw[:] = raw_from_mapping(self.features, state)
         if (raw < self._low).any() or (raw > self._high).any():
             self._warn_out_of_range(raw)
@@ -811,8 +822,7 @@ class Planner:
         """
         scaled = self._scaled if raw.ndim == 1 else np.empty_like(raw)
         np.multiply(raw, self._inv_scales, out=scaled)
-        np.minimum(scaled, OBS_CLIP, out=scaled)
-        out[...] = scaled
+        np.minimum(scaled, OBS_CLIP, out=out)  # in float64, cast to out's float32
 
     def observe(self, state: Mapping[str, Any]) -> np.ndarray:
         """The normalised observation :meth:`plan` decides on for ``state`` (a copy).

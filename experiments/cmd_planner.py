@@ -1,6 +1,7 @@
 """``edgerl export``, ``edgerl plan`` and ``edgerl bench planner``: the runtime planner.
 
-- ``export RUN_DIR --out DIR``: the run's policy -> ``DIR/policy.onnx`` + ``DIR/planner.json``
+- ``export RUN_DIR --out DIR``: the run's policy -> ``DIR/planner.json``,
+  ``DIR/policy_weights.bin`` and ``DIR/policy.onnx``
   (:mod:`edgerl.experiments.export`), then a parity check against the SB3 policy on held-out
   observations.
 - ``plan DIR --state state.json``: one decision from raw measurements, printed as JSON.
@@ -55,7 +56,9 @@ def _fail(msg: str) -> typer.Exit:
 @app.command("export")
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="training run directory (run.json, model.zip, ...)"),
-    out: Path = typer.Option(..., "--out", help="artefact directory (policy.onnx, planner.json)"),
+    out: Path = typer.Option(
+        ..., "--out", help="artefact directory (planner.json, policy_weights.bin, policy.onnx)"
+    ),
     checkpoint: str = typer.Option(
         "best", help="'best' (best_model.zip, else model.zip) or 'final' (model.zip)"
     ),
@@ -64,7 +67,8 @@ def export_cmd(
     ),
     seed: int = typer.Option(0, help="first seed of the held-out parity episodes"),
 ) -> None:
-    """Export a trained policy to a runtime planner (ONNX graph + JSON spec, no pickle)."""
+    """Export a trained policy to a runtime planner (JSON spec, raw float32 weights and an
+    ONNX graph; no pickle)."""
     from edgerl.agents.planner import PlannerError
     from edgerl.experiments.export import export_run, parity_check
 
@@ -73,8 +77,9 @@ def export_cmd(
     except (ValueError, OSError) as exc:  # ExportError, RunDirError, PlannerError, ConfigError
         raise _fail(str(exc)) from exc
     typer.echo(
-        f"wrote {res.out_dir}/policy.onnx ({res.policy_bytes:,} B, sha256 {res.sha256[:16]}...) "
-        f"and planner.json; artefact {res.artefact_bytes:,} B; "
+        f"wrote {res.out_dir}/policy.onnx ({res.policy_bytes:,} B, sha256 {res.sha256[:16]}...), "
+        f"policy_weights.bin ({res.weights_bytes:,} B) and planner.json; "
+        f"artefact {res.artefact_bytes:,} B; "
         f"{res.n_features} features, {res.n_actions} plans"
     )
     if parity <= 0:
@@ -229,6 +234,8 @@ class PlannerBenchResult:
     speedup_target_met_in_loop: bool
     size_target_met: bool
     method: str
+    command: str
+    git_commit: str
     machine: dict[str, Any]
 
 
@@ -456,6 +463,8 @@ def bench_planner(
             "decisions_equal_numpy_onnx: plan_many on every state of the first round, both "
             "backends"
         ),
+        command=runinfo.command_line(),
+        git_commit=runinfo.git_commit(),
         machine={
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
