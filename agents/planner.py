@@ -60,7 +60,7 @@ Backends. ``numpy`` (the default) reads the weights once at load and runs the fo
 in numpy on preallocated buffers, with the static mask folded into the last layer (only the
 feasible plans' scores are computed); it needs neither onnxruntime nor ``policy.onnx``.
 ``onnx`` runs ``policy.onnx`` in ONNX Runtime (one intra-op thread, sequential, inputs and
-output bound once to preallocated buffers); it needs neither the weights file. Each backend
+output bound once to preallocated buffers); it does not need the weights file. Each backend
 checks the sha256 of the file it reads. ``edgerl bench planner`` times both against
 Edgent's per-decision search in one run.
 
