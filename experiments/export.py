@@ -1,10 +1,11 @@
 """Export a trained SB3 policy to a runtime planner, and check the export against the original.
 
 Reads a run directory (the contract of :mod:`edgerl.agents.rundir`: ``run.json``,
-``scenario.yaml``, ``best_model.zip``, ``model.zip``) and writes the two-file artefact that
+``scenario.yaml``, ``best_model.zip``, ``model.zip``) and writes the three-file artefact that
 :class:`edgerl.agents.planner.Planner` loads (format in that module's docstring)::
 
     RUN_DIR/best_model.zip (or model.zip) --torch.onnx.export--> OUT/policy.onnx
+                                          --layer weights------> OUT/policy_weights.bin
     run.json + scenario.yaml + plan catalogue + profiles ------> OUT/planner.json
 
 Only the policy network is exported (SB3's export guide: ``docs/guide/export.md``); the
@@ -16,10 +17,16 @@ action_masks=m, deterministic=True)`` returns (its masked logits are ``-1e8`` in
 ``-inf``, its argmax is over softmax probabilities: both monotone, so the same index except
 on float ties; :func:`parity_check` counts any difference).
 
+The weights file holds the same network for the planner's numpy backend: the Linear layers
+and activations the graph runs (:func:`network_layers`; SB3's ``MlpPolicy`` passes a
+``Box`` observation through ``preprocess_obs`` (a float cast) and ``FlattenExtractor``
+unchanged, so the layers see the observation as given).
+
 Checks, all run by :func:`export_run`: the scenario YAML's sha256 equals ``run.json``'s
 fingerprint; the SB3 model's spaces equal the scenario's (features, plans); ``onnx.checker``
 (full check) on the graph; onnxruntime and the torch module agree on seeded probe inputs;
-the written artefact loads with :meth:`Planner.load`.
+the written artefact loads with :meth:`Planner.load` on both backends, and both decide the
+probe inputs as the torch module does.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import yaml
 from edgerl.agents import rundir
 from edgerl.agents.planner import (
     ACTION_OUTPUT,
+    BACKENDS,
     BATCH_DIM,
     MASK_INPUT,
     OBS_INPUT,
@@ -50,6 +58,9 @@ from edgerl.agents.planner import (
     PLANNER_SCHEMA_VERSION,
     POLICY_FILE,
     SPEC_FILE,
+    WEIGHTS_BYTE_ORDER,
+    WEIGHTS_DTYPE,
+    WEIGHTS_FILE,
     Planner,
     spec_digest,
 )
@@ -199,6 +210,79 @@ def _greedy_module(sb3_model: BaseAlgorithm) -> torch.nn.Module:
     return GreedyMaskedPolicy().eval()
 
 
+def network_layers(sb3_model: BaseAlgorithm) -> tuple[list[dict[str, Any]], bytes, str]:
+    """The policy network the planner's numpy backend runs: layer table, weights, scores.
+
+    The modules are those :func:`_greedy_module` calls: ``q_net.q_net`` (DQN) or
+    ``mlp_extractor.policy_net`` then ``action_net`` (actor-critic), after a
+    ``FlattenExtractor`` (the identity on the env's flat observation).
+
+    Returns:
+        ``network.layers`` of ``planner.json`` (byte offsets into the weights), the weights
+        file's bytes (little-endian float32: each linear layer's ``[out, in]`` weight then its
+        bias; a layer without bias stores zeros) and ``network.scores``.
+
+    Raises:
+        ExportError: another features extractor, or a layer type the numpy forward pass does
+            not implement.
+    """
+    import torch
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+    from stable_baselines3.dqn.policies import DQNPolicy
+
+    policy: Any = sb3_model.policy
+    if isinstance(policy, DQNPolicy):
+        extractor = policy.q_net.features_extractor
+        modules = list(policy.q_net.q_net)
+        scores = "q_values"
+    else:
+        extractor = policy.pi_features_extractor
+        modules = [*policy.mlp_extractor.policy_net, policy.action_net]
+        scores = "actor_logits"
+    if type(extractor) is not FlattenExtractor:
+        raise ExportError(
+            f"features extractor {type(extractor).__name__}: the planner's numpy network "
+            "supports SB3's FlattenExtractor (MlpPolicy) only"
+        )
+    dtype = np.dtype("<f4")
+    layers: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    offset = 0
+    for m in modules:
+        if isinstance(m, torch.nn.Linear):
+            weight = m.weight.detach().cpu().numpy().astype(dtype)
+            bias = (
+                m.bias.detach().cpu().numpy().astype(dtype)
+                if m.bias is not None
+                else np.zeros(m.out_features, dtype=dtype)
+            )
+            layers.append(
+                {
+                    "op": "linear",
+                    "in_features": m.in_features,
+                    "out_features": m.out_features,
+                    "weight_offset_bytes": offset,
+                    "bias_offset_bytes": offset + weight.nbytes,
+                }
+            )
+            chunks += [weight.tobytes(order="C"), bias.tobytes()]
+            offset += weight.nbytes + bias.nbytes
+        elif isinstance(m, torch.nn.Tanh):
+            layers.append({"op": "tanh"})
+        elif isinstance(m, torch.nn.ReLU):
+            layers.append({"op": "relu"})
+        elif isinstance(m, torch.nn.ELU):
+            layers.append({"op": "elu", "alpha": float(m.alpha)})
+        elif isinstance(m, torch.nn.LeakyReLU):
+            layers.append({"op": "leaky_relu", "negative_slope": float(m.negative_slope)})
+        else:
+            raise ExportError(
+                f"policy layer {type(m).__name__}: the planner's numpy network implements "
+                "Linear, Tanh, ReLU, ELU and LeakyReLU"
+            )
+    return layers, b"".join(chunks), scores
+
+
 def _onnx_graph(module: torch.nn.Module, n_features: int, n_actions: int) -> bytes:
     """Export ``module`` with a dynamic batch dimension; returns the serialised ModelProto."""
     import onnx
@@ -263,7 +347,12 @@ def _probe_inputs(
 
 def _verify_graph(
     onnx_bytes: bytes, module: torch.nn.Module, n_features: int, static_mask: np.ndarray
-) -> None:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """onnxruntime and torch decide the probe inputs alike.
+
+    Returns:
+        The probe observations, masks and torch's actions on them.
+    """
     import onnxruntime as ort
     import torch
 
@@ -278,6 +367,20 @@ def _verify_graph(
             f"onnxruntime and torch disagree on {bad.size}/{N_PROBES} probe inputs "
             f"(first at probe {bad[0]}: {got[bad[0]]} vs {want[bad[0]]})"
         )
+    return obs, masks, want
+
+
+def _verify_backends(out: Path, obs: np.ndarray, masks: np.ndarray, want: np.ndarray) -> None:
+    """The written artefact loads on every backend, which decides the probes as torch does."""
+    for backend in BACKENDS:
+        got = Planner.load(out, backend=backend).predict_batch(obs, masks)
+        bad = np.flatnonzero(got != want)
+        if bad.size:
+            raise ExportError(
+                f"{out}: the planner's {backend} backend and torch disagree on "
+                f"{bad.size}/{len(want)} probe inputs (first at probe {bad[0]}: "
+                f"{got[bad[0]]} vs {want[bad[0]]})"
+            )
 
 
 # ---------------------------------------------------------------------------- provenance
@@ -351,7 +454,8 @@ class ExportResult:
     Attributes:
         out_dir: the artefact directory.
         policy_bytes: size of ``policy.onnx`` [bytes].
-        artefact_bytes: size of both files [bytes].
+        weights_bytes: size of ``policy_weights.bin`` [bytes].
+        artefact_bytes: size of the three files [bytes].
         sha256: sha256 of ``policy.onnx``.
         n_features: observation size F.
         n_actions: number of plans N.
@@ -359,6 +463,7 @@ class ExportResult:
 
     out_dir: Path
     policy_bytes: int
+    weights_bytes: int
     artefact_bytes: int
     sha256: str
     n_features: int
@@ -372,11 +477,12 @@ def export_run(
     checkpoint: str = "best",
     model: ScenarioModel | None = None,
 ) -> ExportResult:
-    """Export ``RUN_DIR``'s policy to ``OUT_DIR/policy.onnx`` + ``OUT_DIR/planner.json``.
+    """Export ``RUN_DIR``'s policy to ``OUT_DIR``: ``policy.onnx``, ``policy_weights.bin``
+    and ``planner.json``.
 
     Args:
         run_dir: a training run directory (``run.json``, ``scenario.yaml``, checkpoints).
-        out_dir: created if missing; only the two artefact files are written.
+        out_dir: created if missing; only the three artefact files are written.
         checkpoint: ``final`` (``model.zip``) or ``best`` (``best_model.zip``).
         model: the scenario model, if it cannot be rebuilt from ``scenario.yaml`` and the
             shipped profiles (tests with synthetic profiles); it is checked against the YAML.
@@ -408,7 +514,8 @@ def export_run(
     module = _greedy_module(sb3_model)
     onnx_bytes = _onnx_graph(module, n_feat, n_act)
     static_mask = np.asarray(scen.static_mask, dtype=bool)
-    _verify_graph(onnx_bytes, module, n_feat, static_mask)
+    probes = _verify_graph(onnx_bytes, module, n_feat, static_mask)
+    layers, weights, scores = network_layers(sb3_model)
     digest = sha256_bytes(onnx_bytes)
     spec: dict[str, Any] = {
         "schema_version": PLANNER_SCHEMA_VERSION,
@@ -428,6 +535,21 @@ def export_run(
             "decision": (
                 "action = argmax over a where action_mask[a] of scores[a], first index on ties; "
                 + ("scores = Q-values" if run.algo == "dqn" else "scores = actor logits")
+            ),
+        },
+        "network": {
+            "file": WEIGHTS_FILE,
+            "sha256": sha256_bytes(weights),
+            "bytes": len(weights),
+            "dtype": WEIGHTS_DTYPE,
+            "byte_order": WEIGHTS_BYTE_ORDER,
+            "scores": scores,
+            "layers": layers,
+            "formula": (
+                "h = observation; for each layer: linear: h = h @ weight.T + bias (weight "
+                "[out_features, in_features] row-major at weight_offset_bytes, bias at "
+                "bias_offset_bytes); activation: h = act(h); scores = h; action = argmax over "
+                "a where static_mask[a] (and the caller's mask) of scores[a], first index on ties"
             ),
         },
         "observation": {
@@ -476,13 +598,15 @@ def export_run(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / POLICY_FILE).write_bytes(onnx_bytes)
+    (out / WEIGHTS_FILE).write_bytes(weights)
     text = json.dumps(spec, indent=2) + "\n"
     (out / SPEC_FILE).write_text(text, encoding="utf-8")
-    Planner.load(out)  # the artefact must load with the runtime's own checks
+    _verify_backends(out, *probes)  # loads with the runtime's own checks, decides as torch
     return ExportResult(
         out_dir=out,
         policy_bytes=len(onnx_bytes),
-        artefact_bytes=len(onnx_bytes) + len(text.encode("utf-8")),
+        weights_bytes=len(weights),
+        artefact_bytes=len(onnx_bytes) + len(weights) + len(text.encode("utf-8")),
         sha256=digest,
         n_features=n_feat,
         n_actions=n_act,
@@ -526,7 +650,8 @@ class ParityReport:
         n_observations: observations compared.
         n_episodes: held-out episodes they came from.
         n_equal_predict: ``Planner.predict(obs, mask)`` equal to SB3's action.
-        n_equal_plan: ``Planner.plan(raw_state)`` equal to SB3's action.
+        n_equal_plan: ``Planner.plan(raw_state)`` (numpy backend) equal to SB3's action.
+        n_equal_plan_onnx: the same with the ``onnx`` backend.
         n_obs_identical: observations the planner built from the raw state that equal the
             env's observation bit for bit.
         mismatches: up to 10 ``(observation index, sb3 action, planner action)`` triples.
@@ -538,6 +663,7 @@ class ParityReport:
     n_episodes: int
     n_equal_predict: int
     n_equal_plan: int
+    n_equal_plan_onnx: int
     n_obs_identical: int
     mismatches: tuple[tuple[int, int, int], ...]
     n_distinct_actions: int
@@ -545,7 +671,12 @@ class ParityReport:
     @property
     def ok(self) -> bool:
         n = self.n_observations
-        return self.n_equal_predict == n and self.n_equal_plan == n and self.n_obs_identical == n
+        return (
+            self.n_equal_predict == n
+            and self.n_equal_plan == n
+            and self.n_equal_plan_onnx == n
+            and self.n_obs_identical == n
+        )
 
 
 #: Training-split episodes rolled out at export to record each feature's training range.
@@ -584,9 +715,9 @@ def parity_check(
     """Compare planner and SB3 policy on held-out (``split="eval"``) episodes.
 
     Episodes are seeded ``seed, seed + 1, ...`` and driven by the SB3 policy's actions, so the
-    observations are the ones the trained policy meets; each one is decided three ways: by
+    observations are the ones the trained policy meets; each one is decided four ways: by
     SB3, by ``Planner.predict`` on the env's observation and by ``Planner.plan`` on the env's
-    raw state (the runtime path).
+    raw state (the runtime path) with the numpy and the onnx backend.
     """
     from edgerl.envs.env import CollabInferenceEnv
 
@@ -594,9 +725,10 @@ def parity_check(
     scen = scenario_model_for(run, model)
     sb3_model, _ = load_sb3_model(run, checkpoint)
     planner = Planner.load(planner_dir)
+    planner_onnx = Planner.load(planner_dir, backend="onnx")
     env = CollabInferenceEnv(scen, split="eval")
     planner.bind(env)
-    n = eq_pred = eq_plan = same_obs = episodes = 0
+    n = eq_pred = eq_plan = eq_onnx = same_obs = episodes = 0
     mismatches: list[tuple[int, int, int]] = []
     chosen: set[int] = set()
     while n < n_observations:
@@ -610,14 +742,19 @@ def parity_check(
             a_pred = planner.predict(obs, mask)
             state = env.raw_state_dict()
             a_plan = planner.plan(state).index
+            a_onnx = planner_onnx.plan(state).index
             same_obs += bool(np.array_equal(planner.observe(state), obs))
             eq_pred += a_pred == a_ref
             eq_plan += a_plan == a_ref
-            if (a_pred != a_ref or a_plan != a_ref) and len(mismatches) < 10:  # noqa: PLR2004
-                mismatches.append((n, a_ref, a_plan if a_plan != a_ref else a_pred))
+            eq_onnx += a_onnx == a_ref
+            wrong = [a for a in (a_plan, a_onnx, a_pred) if a != a_ref]
+            if wrong and len(mismatches) < 10:  # noqa: PLR2004
+                mismatches.append((n, a_ref, wrong[0]))
             n += 1
             obs, _, _, truncated, _ = env.step(a_ref)
-    return ParityReport(n, episodes, eq_pred, eq_plan, same_obs, tuple(mismatches), len(chosen))
+    return ParityReport(
+        n, episodes, eq_pred, eq_plan, eq_onnx, same_obs, tuple(mismatches), len(chosen)
+    )
 
 
 #: Metrics that measure the policy's wall time, not its decisions (excluded from agreement).
@@ -716,7 +853,8 @@ def export_and_show(run_dir: str | Path, parity_observations: int = 1_000) -> No
     res = export_run(run_dir, out)
     print(
         f"exported planner -> {out} ({res.policy_bytes:,} B policy.onnx, "
-        f"{res.artefact_bytes:,} B in total; {res.n_features} features, {res.n_actions} plans)"
+        f"{res.weights_bytes:,} B policy_weights.bin, {res.artefact_bytes:,} B in total; "
+        f"{res.n_features} features, {res.n_actions} plans)"
     )
     if parity_observations > 0:
         rep = parity_check(run_dir, out, parity_observations)

@@ -168,7 +168,11 @@ def test_artefact_content(root):
     run = json.loads((d.parent / "run.json").read_text())
     model = toy_model(MASKED)
     env = CollabInferenceEnv(model)
-    assert sorted(p.name for p in d.iterdir()) == ["planner.json", "policy.onnx"]
+    assert sorted(p.name for p in d.iterdir()) == [
+        "planner.json",
+        "policy.onnx",
+        "policy_weights.bin",
+    ]
     spec = json.loads((d / "planner.json").read_text())
     assert spec["schema_version"] == PLANNER_SCHEMA_VERSION and spec["kind"] == "edgerl.planner"
     assert spec["content_sha256"] == spec_digest(spec)
@@ -208,7 +212,24 @@ def test_artefact_content(root):
     assert [o.name for o in proto.graph.output] == ["action"]
     for f in d.iterdir():
         assert not f.read_bytes().startswith(b"\x80"), f"{f} looks like a pickle"
-    assert len(onnx_bytes) + (d / "planner.json").stat().st_size <= 1_000_000
+    assert sum(f.stat().st_size for f in d.iterdir()) <= 1_000_000
+    # The weights file: the SB3 actor's Linear layers, raw little-endian float32, in order.
+    from sb3_contrib import MaskablePPO
+
+    net = spec["network"]
+    weights = (d / "policy_weights.bin").read_bytes()
+    assert net["sha256"] == hashlib.sha256(weights).hexdigest() and net["bytes"] == len(weights)
+    assert (net["dtype"], net["byte_order"], net["scores"]) == ("float32", "little", "actor_logits")
+    assert [layer["op"] for layer in net["layers"]] == ["linear", "tanh"] * 2 + ["linear"]
+    policy = MaskablePPO.load(d.parent / "model.zip", device="cpu").policy
+    torch_linears = [*policy.mlp_extractor.policy_net[::2], policy.action_net]
+    linear_layers = [layer for layer in net["layers"] if layer["op"] == "linear"]
+    for layer, lin in zip(linear_layers, torch_linears, strict=True):
+        n_in, n_out = layer["in_features"], layer["out_features"]
+        w = np.frombuffer(weights, "<f4", n_in * n_out, layer["weight_offset_bytes"])
+        b = np.frombuffer(weights, "<f4", n_out, layer["bias_offset_bytes"])
+        assert np.array_equal(w.reshape(n_out, n_in), lin.weight.detach().numpy())
+        assert np.array_equal(b, lin.bias.detach().numpy())
 
 
 # ----------------------------------------------------------------------------- parity
@@ -373,13 +394,20 @@ def test_cli_export_plan_and_bench_on_a_shipped_scenario(root, tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    assert "ratio edgent/planner: in-loop p50" in res.output and "hot p50" in res.output
+    assert "ratio edgent/planner numpy: in-loop p50" in res.output and "hot p50" in res.output
+    assert "ratio edgent/planner onnx: in-loop p50" in res.output
     b = json.loads(bench_json.read_text())
     assert b["scenario"] == "toy-analytic" and b["baseline"] == "edgent"
-    assert b["planner_in_loop"]["calls"] == b["baseline_in_loop"]["calls"] == 600
-    assert b["planner_in_loop_cpu"]["calls"] == 600
-    assert b["planner_hot"]["calls"] == b["baseline_hot"]["calls"] == 2 * 300  # round-1 states
-    for key in ("planner_in_loop", "planner_in_loop_cpu", "planner_hot", "baseline_hot"):
+    loops = ("planner_in_loop", "planner_onnx_in_loop", "baseline_in_loop")
+    assert [b[k]["calls"] for k in loops] == [600] * 3
+    assert b["planner_in_loop_cpu"]["calls"] == b["planner_onnx_in_loop_cpu"]["calls"] == 600
+    hot = ("planner_hot", "planner_onnx_hot", "baseline_hot")
+    assert [b[k]["calls"] for k in hot] == [2 * 300] * 3  # the states of round 1, twice
+    assert b["decisions_equal_numpy_onnx"] == b["decisions_compared"] == 350  # warm-up too
+    assert (
+        b["ratio_p50_in_loop"] == b["baseline_in_loop"]["p50_us"] / b["planner_in_loop"]["p50_us"]
+    )
+    for key in (*loops, "planner_in_loop_cpu", *hot):
         st = b[key]
         assert 0 < st["p50_us"] <= st["p90_us"] <= st["p99_us"] <= st["max_us"], key
     assert b["artefact_bytes"] == sum(f.stat().st_size for f in out.iterdir())

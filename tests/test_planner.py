@@ -16,6 +16,7 @@ import pytest
 from conftest import toy_model
 from edgerl.agents.base import Policy
 from edgerl.agents.planner import (
+    BACKENDS,
     PLANNER_SCHEMA_VERSION,
     Plan,
     Planner,
@@ -23,7 +24,7 @@ from edgerl.agents.planner import (
     spec_digest,
 )
 from edgerl.envs.env import CollabInferenceEnv
-from edgerl.envs.observation import ObservationError
+from edgerl.envs.observation import OBS_CLIP, ObservationError
 from edgerl.experiments.cli import app
 from test_export import MASKED, analytic_run, artefact
 from typer.testing import CliRunner
@@ -68,13 +69,22 @@ def set_policy_sha(d: Path) -> None:
 # ----------------------------------------------------------------------------- imports
 
 
-def test_import_loads_no_heavy_module():
+def test_import_loads_no_heavy_module(planner_dir, state):
+    """Importing, loading and using the planner (numpy backend) loads no heavy module, and
+    not onnxruntime either; the onnx backend adds onnxruntime only."""
     code = (
-        "import sys, edgerl.agents.planner\n"
+        "import json, sys, edgerl.agents.planner as m\n"
+        "state = json.loads(sys.argv[2])\n"
+        "p = m.Planner.load(sys.argv[1])\n"
+        "p.plan(state); p.plan_many([state, state])\n"
+        f"heavy = [m for m in {HEAVY!r} + ('onnxruntime',) if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "m.Planner.load(sys.argv[1], backend='onnx').plan(state)\n"
         f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
         "assert not heavy, heavy\n"
+        "assert 'onnxruntime' in sys.modules\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code, str(planner_dir), json.dumps(state)], check=True)
 
 
 def test_the_import_check_can_fail():
@@ -105,6 +115,73 @@ def test_plan_equals_predict_on_env_observations(planner_dir, env):
             seen.add(plan.index)
             obs, _, _, truncated, _ = env.step(plan.index)
     assert seen
+
+
+#: Held-out states on which the numpy and onnx backends must decide alike (issue 24).
+N_PARITY_STATES = 10_000
+
+
+def held_out_states(env: CollabInferenceEnv, planner: Planner, n: int) -> list[dict]:
+    """Raw states of held-out episodes (seeds 0, 1, ...) driven by ``planner``."""
+    states: list[dict] = []
+    seed = 0
+    while len(states) < n:
+        env.reset(seed=seed)
+        seed += 1
+        truncated = False
+        while not truncated and len(states) < n:
+            states.append(env.raw_state_dict())
+            _, _, _, truncated, _ = env.step(planner.plan(states[-1]).index)
+    return states
+
+
+def test_numpy_and_onnx_backends_decide_alike_on_10000_held_out_states(planner_dir, env):
+    """Both backends decide the same plan on 10,000 held-out states (``plan``, the runtime
+    path) and, since a tiny training's policy may prefer one plan everywhere, also under
+    random masks (every feasible subset ranks other plans first) on those states'
+    observations and on observations spread over the whole box."""
+    numpy_planner = Planner.load(planner_dir)
+    onnx_planner = Planner.load(planner_dir, backend="onnx")
+    assert (numpy_planner.backend, onnx_planner.backend) == ("numpy", "onnx")
+    states = held_out_states(env, numpy_planner, N_PARITY_STATES)
+    by_numpy = [numpy_planner.plan(s).index for s in states]
+    assert by_numpy == [onnx_planner.plan(s).index for s in states]
+    # The batch form equals one plan() per state, on both backends.
+    for planner in (numpy_planner, onnx_planner):
+        assert [p.index for p in planner.plan_many(states)] == by_numpy
+    rng = np.random.default_rng(0)
+    held_out = np.stack([numpy_planner.observe(s) for s in states])
+    box = rng.uniform(0.0, OBS_CLIP, held_out.shape).astype(np.float32)
+    for obs in (held_out, box):
+        masks = rng.random((len(obs), len(numpy_planner.plans))) < 0.3
+        masks[:, np.flatnonzero(numpy_planner.static_mask)[0]] = True  # never empty
+        masked = numpy_planner.predict_batch(obs, masks)
+        assert np.array_equal(masked, onnx_planner.predict_batch(obs, masks))
+        assert len(set(masked.tolist())) > 5
+    assert np.array_equal(numpy_planner.predict_batch(held_out), by_numpy)
+
+
+def test_plan_many_equals_plan_also_for_edge_cases(planner_dir, env):
+    import warnings
+
+    from edgerl.agents.planner import StateOutOfRangeWarning
+
+    planner = Planner.load(planner_dir)
+    assert planner.plan_many([]) == []
+    states = held_out_states(env, planner, 50)
+    states[7] = {k: np.float64(v) for k, v in states[7].items()}  # the checked path
+    hi = planner.spec["observation"]["training_range"]["high"]
+    states[9] = dict(states[9], uplink_mbps=hi[0] * 10 + 1)  # outside the training range
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StateOutOfRangeWarning)
+        single = [planner.plan(s) for s in states]
+        assert planner.out_of_range == 1
+        assert planner.plan_many(states) == single
+        assert planner.out_of_range == 2  # counted like plan() counts
+    bad = list(states)
+    bad[20] = dict(bad[20], wan_mbps=math.nan)
+    with pytest.raises(ObservationError, match="'wan_mbps': must be finite"):
+        planner.plan_many(bad)
 
 
 def test_numpy_scalars_and_ints_are_accepted(planner_dir, env):
@@ -194,11 +271,85 @@ def test_schema_version_mismatch(planner_dir):
         Planner.load(planner_dir)
 
 
+def test_old_schema_version_is_refused_on_both_backends(planner_dir):
+    spec = json.loads((planner_dir / "planner.json").read_text())
+    del spec["network"]
+    spec["schema_version"] = 2  # what edgerl wrote before the weights file
+    write_spec(planner_dir, spec)
+    for backend in BACKENDS:
+        with pytest.raises(
+            PlannerError, match=r"schema_version 2 is not supported.*expects 3.*edgerl export"
+        ):
+            Planner.load(planner_dir, backend=backend)
+
+
+def test_unknown_backend(planner_dir):
+    with pytest.raises(PlannerError, match=r"backend 'torch': expected one of \['numpy', 'onnx'\]"):
+        Planner.load(planner_dir, backend="torch")
+
+
 def test_tampered_onnx(planner_dir):
     data = bytearray((planner_dir / "policy.onnx").read_bytes())
     data[len(data) // 2] ^= 0xFF  # flip one byte inside the weights
     (planner_dir / "policy.onnx").write_bytes(bytes(data))
     with pytest.raises(PlannerError, match=r"policy\.onnx: checksum mismatch"):
+        Planner.load(planner_dir, backend="onnx")
+    Planner.load(planner_dir)  # the numpy backend does not read the graph
+
+
+def test_tampered_weights(planner_dir):
+    data = bytearray((planner_dir / "policy_weights.bin").read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of one weight
+    (planner_dir / "policy_weights.bin").write_bytes(bytes(data))
+    with pytest.raises(PlannerError, match=r"policy_weights\.bin: checksum mismatch"):
+        Planner.load(planner_dir)
+    Planner.load(planner_dir, backend="onnx")  # the onnx backend does not read the weights
+
+
+def set_weights_sha(d: Path) -> None:
+    spec = json.loads((d / "planner.json").read_text())
+    data = (d / "policy_weights.bin").read_bytes()
+    spec["network"]["sha256"] = hashlib.sha256(data).hexdigest()
+    spec["network"]["bytes"] = len(data)
+    write_spec(d, spec)
+
+
+def test_weights_file_is_checked_against_the_layer_table(planner_dir):
+    """Consistent checksums do not make a wrong weights file or layer table acceptable."""
+    weights = planner_dir / "policy_weights.bin"
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-4])  # one float short
+    set_weights_sha(planner_dir)
+    with pytest.raises(PlannerError, match="needs bytes up to"):
+        Planner.load(planner_dir)
+    weights.write_bytes(original + b"\0\0\0\0")  # one float too many
+    set_weights_sha(planner_dir)
+    with pytest.raises(PlannerError, match="accounts for"):
+        Planner.load(planner_dir)
+    nan = np.frombuffer(original, dtype="<f4").copy()
+    nan[3] = np.nan
+    weights.write_bytes(nan.astype("<f4").tobytes())
+    set_weights_sha(planner_dir)
+    with pytest.raises(PlannerError, match="non-finite"):
+        Planner.load(planner_dir)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda layers: layers.__delitem__(slice(-2, None)), "the network gives 64 scores"),
+        (lambda layers: layers[0].update(in_features=3), r"layers\[0\]: in_features 3"),
+        (lambda layers: layers[0].update(bias_offset_bytes=0), "stored in order"),
+        (lambda layers: layers.insert(1, {"op": "tanh"}), "must follow a linear layer"),
+        (lambda layers: layers[1].update(op="gelu"), "unknown op 'gelu'"),
+        (lambda layers: layers.append({"op": "tanh"}), "the last layer must be linear"),
+    ],
+)
+def test_malformed_layer_table(planner_dir, edit, message):
+    spec = json.loads((planner_dir / "planner.json").read_text())
+    edit(spec["network"]["layers"])
+    write_spec(planner_dir, spec)
+    with pytest.raises(PlannerError, match=message):
         Planner.load(planner_dir)
 
 
@@ -206,7 +357,7 @@ def test_garbage_onnx_with_matching_checksum(planner_dir):
     (planner_dir / "policy.onnx").write_bytes(b"not an onnx graph")
     set_policy_sha(planner_dir)
     with pytest.raises(PlannerError, match="onnxruntime cannot load"):
-        Planner.load(planner_dir)
+        Planner.load(planner_dir, backend="onnx")
 
 
 def test_graph_of_another_scenario(root, planner_dir):
@@ -216,7 +367,7 @@ def test_graph_of_another_scenario(root, planner_dir):
     shutil.copy(other / "policy.onnx", planner_dir / "policy.onnx")
     set_policy_sha(planner_dir)
     with pytest.raises(PlannerError, match=r"inputs of policy\.onnx do not match planner\.json"):
-        Planner.load(planner_dir)
+        Planner.load(planner_dir, backend="onnx")
 
 
 def artefact_of_analytic(root: Path) -> Path:
@@ -287,6 +438,9 @@ def test_missing_files_and_bad_json(planner_dir, tmp_path):
         Planner.load(planner_dir)
     (planner_dir / "policy.onnx").unlink()
     with pytest.raises(PlannerError, match=r"policy\.onnx is missing"):
+        Planner.load(planner_dir, backend="onnx")
+    (planner_dir / "policy_weights.bin").unlink()
+    with pytest.raises(PlannerError, match=r"policy_weights\.bin is missing"):
         Planner.load(planner_dir)
 
 
@@ -330,7 +484,7 @@ def test_cli_plan_errors(planner_dir, tmp_path, text, message):
 
 
 def test_cli_plan_on_a_tampered_artefact(planner_dir, state, tmp_path):
-    with (planner_dir / "policy.onnx").open("ab") as fh:
+    with (planner_dir / "policy_weights.bin").open("ab") as fh:
         fh.write(b"\0")
     f = tmp_path / "state.json"
     f.write_text(json.dumps(state))
