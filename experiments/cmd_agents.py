@@ -34,12 +34,25 @@ def _split(values: Sequence[str]) -> list[str]:
 
 
 def _policy_specs(values: Sequence[str]) -> tuple[str, ...]:
+    """The policy specs of ``--policy``/``--policies``: ``baselines`` expands to every
+    baseline but the oracle, and a bare baseline name (``device-only``, as ``--help`` lists
+    them) means ``baseline:NAME`` unless a run directory of that name exists."""
     from edgerl.agents.baselines import list_baselines
+    from edgerl.experiments.errors import OptionError
 
     out: list[str] = []
+    known = list_baselines()
     for v in _split(values):
         expand = [f"baseline:{b}" for b in list_baselines(include_expensive=False)]
-        out += expand if v == ALL_BASELINES else [v]
+        if v == ALL_BASELINES:
+            out += expand
+        elif v in known and not Path(v).exists():
+            out.append(f"baseline:{v}")
+        else:
+            out.append(v)
+    if not out:
+        given = ", ".join(repr(v) for v in values)
+        raise OptionError(f"--policy/--policies: no policy named (got {given})")
     return tuple(out)
 
 
@@ -62,12 +75,16 @@ def _scenario_or_runs(scenario: str | None, policies: Sequence[str]) -> str:
 
 
 def _trace_overrides(
-    files: Sequence[Path], fmt: str, column: str | None, unit: str
+    files: Sequence[Path], fmt: str, column: str | None, unit: str | None
 ) -> tuple[str, ...]:
     """``--uplink-traces``: a scenario override that puts these files (all held out for
-    evaluation) on every device's uplink."""
+    evaluation) on every device's uplink; the unit defaults to the column name's
+    (``up_kbps``), else Mbit/s."""
     if not files:
         return ()
+    from edgerl.envs.traces import unit_from_column
+
+    unit = unit or unit_from_column(column) or "mbps"
     link: dict[str, Any] = {
         "trace_files": [str(f.resolve()) for f in files],
         "format": fmt,
@@ -148,6 +165,15 @@ def train(
             )
         )
     print(f"run directory: {res.run_dir}")
+    if res.interrupted:
+        from edgerl.experiments.errors import print_error
+
+        print_error(
+            f"training interrupted (Ctrl-C) after {res.timesteps_done:,} of "
+            f"{res.timesteps:,} steps; {res.run_dir}/model.zip is the model so far and run.json "
+            "marks the run as interrupted (evaluate and export say so)"
+        )
+        raise typer.Exit(130)  # 128 + SIGINT, as a shell reports an interrupted command
     print(
         f"wall time {res.wall_time_s:.1f} s, env {res.env_time_s:.1f} s "
         f"({100 * res.env_share:.0f} %), held-out evaluations {res.eval_time_s:.1f} s; "
@@ -196,7 +222,9 @@ _TRACE_FORMAT_OPT = typer.Option(
     "auto", help="--uplink-traces format: auto | pensieve | mahimahi | csv | irish5g"
 )
 _TRACE_COLUMN_OPT = typer.Option(None, help="--uplink-traces csv/irish5g column")
-_TRACE_UNIT_OPT = typer.Option("mbps", help="--uplink-traces csv unit: mbps | kbps | bps")
+_TRACE_UNIT_OPT = typer.Option(
+    None, help="--uplink-traces csv unit: mbps | kbps | bps (default: from a _kbps/_mbps column)"
+)
 _WHICH_OPT = typer.Option("best", help="best | final model of run directories")
 _HORIZON_OPT = typer.Option(None, help="shorter episodes than the scenario's horizon")
 _LATENCY_SOURCE_OPT = typer.Option("regression", help="Neurosurgeon/Edgent: regression | profile")

@@ -188,17 +188,28 @@ def traces_check(
     files: list[Path] = typer.Argument(..., help="trace files (or folders of them)"),
     fmt: str = typer.Option("auto", "--format", help="auto | pensieve | mahimahi | csv | irish5g"),
     column: str = typer.Option(None, help="csv / irish5g: the bandwidth column"),
-    unit: str = typer.Option("mbps", help="csv: mbps | kbps | bps"),
+    unit: str = typer.Option(
+        None, help="csv: mbps | kbps | bps (default: from a column name ending in _kbps, ...)"
+    ),
 ) -> None:
     """Validate trace files and summarise them (format, duration, Mbit/s statistics)."""
     from edgerl.envs.traces import (
         TraceError,
         detect_format,
         load_user_trace,
+        plausibility_warning,
         time_weighted_quantile,
+        unit_from_column,
     )
+    from edgerl.experiments.errors import fail, print_error
 
     paths = [x for f in files for x in (sorted(f.iterdir()) if f.is_dir() else [f])]
+    if not paths:
+        raise fail(f"{', '.join(map(str, files))}: no trace files (empty folder)")
+    if unit is None:
+        unit = unit_from_column(column) or "mbps"
+        if column is not None and unit_from_column(column):
+            print(f"unit: {unit} (from the column name {column}; --unit to change)")
     bad = 0
     print(f"{'file':40} {'format':9} {'dur s':>8} {'mean':>7} {'median':>7} {'p10':>7} {'p90':>7}")
     for p in paths:
@@ -210,6 +221,9 @@ def traces_check(
             typer.secho(f"error: {exc}", fg="red", err=True)
             continue
         q = [time_weighted_quantile([tr], x) for x in (0.5, 0.1, 0.9)]
+        implausible = plausibility_warning(tr)
+        if implausible is not None:
+            print_error(implausible, prefix="warning")
         name = p.name if len(p.name) <= NAME_WIDTH else "..." + p.name[3 - NAME_WIDTH :]
         print(
             f"{name:40} {kind:9} {tr.duration_s:8.1f} {tr.mean_mbps_period():7.2f} "

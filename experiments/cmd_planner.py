@@ -26,6 +26,7 @@ import numpy as np
 import typer
 from edgerl.experiments import runinfo
 from edgerl.experiments.cli import app, bench_app
+from edgerl.experiments.errors import fail
 
 if TYPE_CHECKING:
     from edgerl.agents.planner import Planner
@@ -41,8 +42,8 @@ EPISODES_PER_ROUND_SEED_STRIDE = 1000
 
 
 def _fail(msg: str) -> typer.Exit:
-    typer.echo(f"error: {msg}", err=True)
-    return typer.Exit(code=1)
+    """One line on stderr; the exit (status 2) to raise (:func:`edgerl.experiments.errors.fail`)."""
+    return fail(msg)
 
 
 # ---------------------------------------------------------------------------- export / plan
@@ -62,9 +63,20 @@ def export_cmd(
 ) -> None:
     """Export a trained policy to a runtime planner (ONNX graph + JSON spec, no pickle)."""
     from edgerl.agents.planner import PlannerError
+    from edgerl.agents.rundir import read_run
+    from edgerl.experiments.errors import print_error
     from edgerl.experiments.export import export_run, parity_check
 
+    if parity < 0:
+        raise _fail(f"--parity must be >= 0 (0 skips the check), got {parity}")
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out {out}: is a file; give a directory for policy.onnx and planner.json")
     try:
+        info = read_run(run_dir)
+        typer.echo(f"model: {info.model_path('final' if checkpoint == 'final' else 'best')}")
+        note = info.interrupted_note()
+        if note is not None:
+            print_error(note, prefix="warning")
         res = export_run(run_dir, out, checkpoint=checkpoint)
     except (ValueError, OSError) as exc:  # ExportError, RunDirError, PlannerError, ConfigError
         raise _fail(str(exc)) from exc

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from edgerl.experiments import term
 from edgerl.experiments.cli import app
+from edgerl.experiments.errors import fail
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -35,8 +36,8 @@ DEFAULT_HARDWARE = "host-cpu"
 
 
 def _fail(msg: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {msg}")
-    return typer.Exit(code=1)
+    """One line on stderr; the exit (status 2) to raise (:func:`edgerl.experiments.errors.fail`)."""
+    return fail(msg)
 
 
 def _command_line() -> str:

@@ -27,7 +27,13 @@ from typing import Any
 from edgerl.agents.baselines import BaselineOptions, make_baseline
 from edgerl.agents.best_fixed import SearchConfig
 from edgerl.agents.evaluation import METRICS, PolicyEvaluation, evaluate
-from edgerl.agents.rundir import Which, read_run, scenario_fingerprint
+from edgerl.agents.rundir import (
+    BEST_MODEL,
+    FINAL_MODEL,
+    Which,
+    read_run,
+    scenario_fingerprint,
+)
 from edgerl.envs.sim.build import ScenarioModel
 from edgerl.experiments import runinfo
 from edgerl.experiments.errors import OptionError, check_positive
@@ -106,6 +112,13 @@ def load_policy(spec: str, cfg: EvalConfig) -> tuple[str, Any, dict[str, Any]]:
 
     info = read_run(path)
     pol = load_run_policy(path, cfg.which, name=f"{info.algo}:{path.name}")
+    best_missing = cfg.which == "best" and pol.source.endswith(FINAL_MODEL)
+    fallback = f" (no {BEST_MODEL}: the final model)" if best_missing else ""
+    print(f"{pol.name}: loaded {pol.source}{fallback}", file=sys.stderr)
+    interrupted = info.interrupted_note()
+    if interrupted is not None:
+        notes["warning_interrupted"] = interrupted
+        print(f"warning: {interrupted}", file=sys.stderr)
     notes.update(
         run_id=info.run_id,
         algo=info.algo,

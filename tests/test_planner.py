@@ -325,7 +325,7 @@ def test_cli_plan_errors(planner_dir, tmp_path, text, message):
     f = tmp_path / "state.json"
     f.write_text(text)
     res = CliRunner().invoke(app, ["plan", str(planner_dir), "--state", str(f)])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert message in res.output
 
 
@@ -335,7 +335,7 @@ def test_cli_plan_on_a_tampered_artefact(planner_dir, state, tmp_path):
     f = tmp_path / "state.json"
     f.write_text(json.dumps(state))
     res = CliRunner().invoke(app, ["plan", str(planner_dir), "--state", str(f)])
-    assert res.exit_code == 1 and "checksum mismatch" in res.output
+    assert res.exit_code == 2 and "checksum mismatch" in res.output
 
 
 def test_plan_warns_once_on_a_state_outside_the_training_range(planner_dir):

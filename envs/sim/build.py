@@ -96,8 +96,12 @@ def scenario_model(name_or_path: str) -> ScenarioModel:
     return ScenarioModel.from_config(load_scenario(name_or_path))
 
 
-def link_traces(bw: BandwidthConfig, split: Split) -> list[BandwidthTrace]:
-    """The traces of a trace-driven link for ``split``: the user's files or a shipped family."""
+def link_traces(
+    bw: BandwidthConfig, split: Split, where: str = "bandwidth"
+) -> list[BandwidthTrace]:
+    """The traces of a trace-driven link for ``split``: the user's files or a shipped family.
+
+    ``where`` (the scenario file and the link's dotted key) starts every error message."""
     from edgerl.envs.traces import load_trace_set, user_trace_set  # numpy-only module
 
     try:
@@ -116,15 +120,15 @@ def link_traces(bw: BandwidthConfig, split: Split) -> list[BandwidthTrace]:
         return load_trace_set(bw.trace_family, split, direction=bw.direction)
     except (KeyError, ValueError) as exc:
         what = f"trace_family {bw.trace_family!r}" if bw.trace_family else "trace_files"
-        raise ConfigError(f"bandwidth {what}: {exc}") from exc
+        raise ConfigError(f"{where}.{what}: {exc}") from exc
 
 
 def _sources(
-    bw: BandwidthConfig, n: int, split: Split, rng: np.random.Generator
+    bw: BandwidthConfig, n: int, split: Split, rng: np.random.Generator, where: str
 ) -> list[BandwidthSource]:
     if bw.constant_mbps is not None:
         return [ConstantBandwidth(bw.constant_mbps * bw.scale) for _ in range(n)]
-    traces = link_traces(bw, split)
+    traces = link_traces(bw, split, where)
     out: list[BandwidthSource] = []
     for _ in range(n):
         tr = traces[int(rng.integers(len(traces)))]
@@ -148,10 +152,10 @@ def build_simulator(
     streams = seed if isinstance(seed, RandomStreams) else RandomStreams.spawn(seed, n)
     net = cfg.network
     rng = streams.traces
-    uplinks = _sources(net.uplink, n, split, rng)
+    uplinks = _sources(net.uplink, n, split, rng, f"{cfg.path}: network.uplink")
     # The downlink of a device follows the same draw discipline, independently.
-    downlinks = _sources(net.downlink, n, split, rng)
-    (wan,) = _sources(net.wan, 1, split, rng)
+    downlinks = _sources(net.downlink, n, split, rng, f"{cfg.path}: network.downlink")
+    (wan,) = _sources(net.wan, 1, split, rng, f"{cfg.path}: network.wan")
     return Simulator(
         cfg,
         model.plans,
