@@ -12,6 +12,7 @@ from typing import Any
 import typer
 from edgerl.experiments import term
 from edgerl.experiments.cli import app, bench_app
+from edgerl.experiments.errors import OptionError
 
 #: Token of --policies that expands to every baseline.
 ALL_BASELINES = "baselines"
@@ -38,7 +39,6 @@ def _policy_specs(values: Sequence[str]) -> tuple[str, ...]:
     baseline but the oracle, and a bare baseline name (``device-only``, as ``--help`` lists
     them) means ``baseline:NAME`` unless a run directory of that name exists."""
     from edgerl.agents.baselines import list_baselines
-    from edgerl.experiments.errors import OptionError
 
     out: list[str] = []
     known = list_baselines()
@@ -100,7 +100,7 @@ def _seeds(values: Sequence[str]) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in _split(values))
     except ValueError as exc:
-        raise typer.BadParameter(f"seeds must be integers: {exc}") from exc
+        raise OptionError(f"--seed/--seeds must be integers: {exc}") from exc
 
 
 def _search(episodes: int, horizon_s: float, max_wall_s: float, workers: int, seed: int) -> Any:
@@ -196,7 +196,7 @@ def curves(
     for g in group:
         label, sep, dirs = g.partition("=")
         if not sep or not label or not dirs:
-            raise typer.BadParameter(f"--group {g!r}: expected LABEL=RUN_DIR[,RUN_DIR...]")
+            raise OptionError(f"--group {g!r}: expected LABEL=RUN_DIR[,RUN_DIR...]")
         groups[label] = [d for d in dirs.split(",") if d]
     with _clear_errors():
         print(f"wrote {plot_learning_curves(groups, out, title)}")
@@ -268,7 +268,7 @@ def evaluate(
     from edgerl.experiments.evaluate import EvalConfig, run_evaluation, write_json
 
     if which not in ("best", "final"):
-        raise typer.BadParameter("--which must be best or final")
+        raise OptionError(f"--which must be best or final, got {which!r}")
     with _clear_errors():
         specs = _policy_specs(policy)
         cfg = EvalConfig(
@@ -329,7 +329,7 @@ def compare(
     from edgerl.experiments.compare import compare as run_compare
 
     if which not in ("best", "final"):
-        raise typer.BadParameter("--which must be best or final")
+        raise OptionError(f"--which must be best or final, got {which!r}")
     with _clear_errors():
         specs = _policy_specs(policies)
         res = run_compare(
@@ -409,7 +409,7 @@ def bench_agents(
     from edgerl.experiments.headroom import HEADROOM_FILE
 
     if which not in ("best", "final"):
-        raise typer.BadParameter("--which must be best or final")
+        raise OptionError(f"--which must be best or final, got {which!r}")
     with _clear_errors():
         run_bench(
             BenchConfig(

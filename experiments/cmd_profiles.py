@@ -254,6 +254,12 @@ def profile(
         return
     if model is None:
         raise _fail("--model is required: a zoo model (`edgerl models`) or package.module:factory")
+    source, sep, factory = model.rpartition(":") if ":" in model else (model, "", "")
+    if model.endswith(".py") or (sep and not factory) or (not sep and Path(model).exists()):
+        raise _fail(
+            f"--model {model}: name the factory as well, {source}:FACTORY (a callable in "
+            f"{source} that returns a torch.nn.Module)"
+        )
     if ":" in model:  # your own model (edgerl.experiments.cmd_user_models)
         from edgerl.experiments.cmd_user_models import profile_user_model
 

@@ -99,16 +99,29 @@ def _one_line_warning(
 SILENCED_WARNINGS = (r".*[Tt]ight layout not applied.*",)
 
 
+#: click's UsageError (typer >= 0.2x vendors click, older typer imports it; both raise it).
+_USAGE_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
+
+
 class ClearErrorsGroup(typer.core.TyperGroup):
     """The ``edgerl`` command group: every subcommand runs inside :func:`clear_errors`, and
     Python warnings print as one line each (:func:`_one_line_warning`)."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
-        with clear_errors(), warnings.catch_warnings():
-            warnings.showwarning = _one_line_warning
-            for pattern in SILENCED_WARNINGS:
-                warnings.filterwarnings("ignore", message=pattern)
-            return super().invoke(ctx)
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            with clear_errors(), warnings.catch_warnings():
+                warnings.showwarning = _one_line_warning
+                for pattern in SILENCED_WARNINGS:
+                    warnings.filterwarnings("ignore", message=pattern)
+                return super().invoke(ctx)
+        except _USAGE_ERROR as exc:  # a subcommand's option or argument: one line, not a box
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `edgerl bench`: the help, as asked
+                raise
+            err: Any = exc
+            where = err.ctx.command_path if err.ctx is not None else ctx.command_path
+            raise fail(f"{err.format_message()} (see `{where} --help`)") from None
 
 
 def check_positive(option: str, value: float | None) -> None:
