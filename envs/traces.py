@@ -1266,9 +1266,10 @@ def trace_summary(data_dir: str | Path | None = None) -> str:
     """A plain-text table of :func:`summarize_trace_sets` (for ``edgerl traces`` or a notebook)."""
     header = (
         f"{'family':<18} {'split':<5} {'dir':<4} {'n':>3} {'total s':>8} {'min s':>7} "
-        f"{'max s':>7} {'mean':>6} {'median':>6} {'p10':>6}   (Mbit/s, time-weighted)"
+        f"{'max s':>7} {'mean':>6} {'median':>6} {'p10':>6}"
     )
-    lines = [header, "-" * len(header)]
+    lines = ["durations in s; mean, median, p10 in Mbit/s, time-weighted", header]
+    lines.append("-" * len(header))
     for r in summarize_trace_sets(data_dir):
         lines.append(
             f"{r.family:<18} {r.split:<5} {r.direction:<4} {r.count:>3} "

@@ -80,10 +80,10 @@ def export_cmd(
         res = export_run(run_dir, out, checkpoint=checkpoint)
     except (ValueError, OSError) as exc:  # ExportError, RunDirError, PlannerError, ConfigError
         raise _fail(str(exc)) from exc
+    typer.echo(f"wrote {res.out_dir}/policy.onnx and planner.json")
     typer.echo(
-        f"wrote {res.out_dir}/policy.onnx ({res.policy_bytes:,} B, sha256 {res.sha256[:16]}...) "
-        f"and planner.json; artefact {res.artefact_bytes:,} B; "
-        f"{res.n_features} features, {res.n_actions} plans"
+        f"  policy.onnx {res.policy_bytes:,} B (sha256 {res.sha256[:16]}...), artefact "
+        f"{res.artefact_bytes:,} B; {res.n_features} features, {res.n_actions} plans"
     )
     if parity <= 0:
         return
@@ -92,9 +92,10 @@ def export_cmd(
     except (ValueError, PlannerError) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(
-        f"parity on {rep.n_observations:,} observations of {rep.n_episodes} held-out episodes: "
-        f"plan(raw state) == SB3 on {rep.n_equal_plan:,}, predict(obs) == SB3 on "
-        f"{rep.n_equal_predict:,}, observation rebuilt bit-exactly on {rep.n_obs_identical:,}; "
+        f"parity on {rep.n_observations:,} observations of {rep.n_episodes} held-out episodes:\n"
+        f"  plan(raw state) == SB3 on {rep.n_equal_plan:,}, predict(obs) == SB3 on "
+        f"{rep.n_equal_predict:,}\n"
+        f"  observation rebuilt bit-exactly on {rep.n_obs_identical:,}; "
         f"SB3 chose {rep.n_distinct_actions} distinct plan(s)"
     )
     if not rep.ok:
@@ -125,7 +126,9 @@ def plan_cmd(
         None, "--state", help="JSON object with every observation feature in raw units ('-': stdin)"
     ),
     example_state: bool = typer.Option(
-        False, "--example-state", help="print a valid state file (mid training range) and exit"
+        False,
+        "--example-state",
+        help="print a valid state file (a real held-out state of the planner's scenario) and exit",
     ),
 ) -> None:
     """Decide one request with an exported planner; prints the plan as JSON."""
@@ -151,8 +154,22 @@ def plan_cmd(
 
 
 def example_state_of(planner: Any) -> dict[str, float]:
-    """A valid state: each feature at the middle of its training range (indicators at their
-    lowest value; the first application's indicator set)."""
+    """A real state: what the device measured at the first request of a held-out episode
+    (seed 0) of the scenario recorded in ``planner.json`` (fingerprint-checked), so every
+    feature is consistent with the others. If that scenario cannot be rebuilt here, each
+    feature at the middle of its training range (with a warning)."""
+    from edgerl.envs.config import ConfigError
+    from edgerl.experiments.errors import print_error
+    from edgerl.experiments.export import example_state
+
+    try:
+        return example_state(_scenario_of(planner, None))
+    except (ValueError, ConfigError) as exc:  # PlannerError, ProfileError: not rebuildable
+        print_error(
+            f"{exc}; the example state is the middle of the training range instead of a "
+            "real state",
+            prefix="warning",
+        )
     rng = planner.spec["observation"]["training_range"]
     state = {
         f.name: float(lo) if f.unit == "indicator" else (lo + hi) / 2

@@ -168,9 +168,14 @@ def run_evaluation(
     for lbl, pol, notes in loaded:
         fp = notes.get("scenario_fingerprint")
         if fp is not None and fp != fingerprint:
+            cause = (
+                "; expected: --set/--uplink-traces changed the scenario it was trained on"
+                if cfg.scenario_set
+                else ""
+            )
             notes["warning"] = (
                 f"trained on scenario {notes.get('trained_on')!r} with another fingerprint "
-                f"({fp[:12]} vs {fingerprint[:12]})"
+                f"({fp[:12]} vs {fingerprint[:12]}){cause}"
             )
             print(f"warning: {lbl}: {notes['warning']}", file=sys.stderr)
         ev = evaluate(

@@ -714,9 +714,10 @@ def export_and_show(run_dir: str | Path, parity_observations: int = 1_000) -> No
     run_dir = Path(run_dir)
     out = run_dir / "planner"
     res = export_run(run_dir, out)
+    print(f"exported planner -> {out}")
     print(
-        f"exported planner -> {out} ({res.policy_bytes:,} B policy.onnx, "
-        f"{res.artefact_bytes:,} B in total; {res.n_features} features, {res.n_actions} plans)"
+        f"  {res.policy_bytes:,} B policy.onnx, {res.artefact_bytes:,} B in total; "
+        f"{res.n_features} features, {res.n_actions} plans"
     )
     if parity_observations > 0:
         rep = parity_check(run_dir, out, parity_observations)
@@ -727,5 +728,5 @@ def export_and_show(run_dir: str | Path, parity_observations: int = 1_000) -> No
     planner = Planner.load(out)
     state = example_state(scenario_model_for(read_run(run_dir)))
     plan = planner.plan(state)
-    print("example request state:", json.dumps(state))
+    print("example request state (held-out episode, seed 0):", json.dumps(state, indent=2))
     print("plan:", json.dumps(plan.to_dict(), indent=2))

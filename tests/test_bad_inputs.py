@@ -317,6 +317,15 @@ def test_ctrl_c_saves_the_model_and_marks_the_run(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "training was interrupted" in res.stderr and "model: " in res.stdout
 
+    # plan --example-state: a real held-out state of the run's scenario, not a mid-range mix
+    from edgerl.envs.sim.build import scenario_model
+    from edgerl.experiments.export import example_state
+
+    res = _invoke("plan", str(tmp_path / "planner"), "--example-state")
+    assert res.exit_code == 0 and not res.stderr, res.output
+    expected = example_state(scenario_model(str(run / "scenario.yaml")))
+    assert json.loads(res.stdout) == pytest.approx(expected)
+
 
 def test_a_bare_baseline_name_is_a_policy():
     res = _invoke(

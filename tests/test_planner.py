@@ -375,7 +375,7 @@ def test_example_state_is_a_valid_state(planner_dir):
     runner = CliRunner()
     res = runner.invoke(app, ["plan", str(planner_dir), "--example-state"])
     assert res.exit_code == 0, res.output
-    state = json.loads(res.output)
+    state = json.loads(res.stdout)
     planner = Planner.load(planner_dir)
     assert set(state) == {f.name for f in planner.features}
     planner.plan(state)  # valid, no exception
