@@ -733,6 +733,8 @@ def plausibility_warning(trace: BandwidthTrace) -> str | None:
             "(--unit kbps | bps)"
         )
     return None
+
+
 CSV_TIME_COLUMN = "time_s"
 
 
