@@ -166,8 +166,7 @@ def example_state_of(planner: Any) -> dict[str, float]:
         return example_state(_scenario_of(planner, None))
     except (ValueError, ConfigError) as exc:  # PlannerError, ProfileError: not rebuildable
         print_error(
-            f"{exc}; the example state is the middle of the training range instead of a "
-            "real state",
+            f"{exc}; the example state is the middle of the training range instead of a real state",
             prefix="warning",
         )
     rng = planner.spec["observation"]["training_range"]
