@@ -383,7 +383,14 @@ def bench_agents(
     eval_seeds: str = typer.Option("100,101,102", help="evaluation seeds, comma-separated"),
     episodes: int = typer.Option(1, help="held-out episodes per evaluation seed"),
     horizon_s: float = typer.Option(None, help="shorter evaluation episodes"),
-    out: Path = typer.Option(Path("bench/agents.json"), help="JSON result file (+ .md report)"),
+    out: Path = typer.Option(
+        Path("runs/bench/agents.json"), help="JSON result file (+ .md report next to it)"
+    ),
+    headroom_out: Path = typer.Option(
+        None,
+        help="where the scenario's headroom is recorded (default: headroom.json next to --out; "
+        "publish: experiments/results/headroom.json)",
+    ),
     runs_dir: Path = typer.Option(Path("runs/bench"), help="where the training runs go"),
     reuse: bool = typer.Option(True, help="reuse finished runs of the same configuration"),
     which: str = typer.Option("final", help="model used for the targets: final | best"),
@@ -406,7 +413,6 @@ def bench_agents(
 ) -> None:
     """Does adaptation pay? Learned agents vs best fixed, Edgent, composite and the oracle."""
     from edgerl.experiments.bench_agents import BenchConfig, run_bench
-    from edgerl.experiments.headroom import HEADROOM_FILE
 
     if which not in ("best", "final"):
         raise OptionError(f"--which must be best or final, got {which!r}")
@@ -430,6 +436,6 @@ def bench_agents(
                 oracle_window_s=oracle_window_s,
                 oracle_workers=oracle_workers,
                 search=_search(3, 60.0, search_max_wall_s, 1, 0),
-                headroom_out=HEADROOM_FILE,
+                headroom_out=headroom_out or out.parent / "headroom.json",
             )
         )

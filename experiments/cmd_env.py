@@ -93,10 +93,14 @@ def bench_headroom(
     episodes: int = typer.Option(1, help="held-out episodes per evaluation seed"),
     oracle_window_s: float = typer.Option(2.0, help="the oracle's window [s]"),
     oracle_workers: int = typer.Option(1, help="the oracle's concurrent simulator forks"),
-    out: Path = typer.Option(None, help="JSON file (default experiments/results/headroom.json)"),
+    out: Path = typer.Option(
+        Path("runs/bench/headroom.json"),
+        help="JSON file (publish: --out experiments/results/headroom.json, which `edgerl "
+        "scenarios` reads)",
+    ),
 ) -> None:
     """Headroom of each scenario before training: oracle vs best fixed on held-out traces."""
-    from edgerl.experiments.headroom import HEADROOM_FILE, HeadroomConfig, run_headroom
+    from edgerl.experiments.headroom import HeadroomConfig, run_headroom
 
     run_headroom(
         HeadroomConfig(
@@ -105,7 +109,7 @@ def bench_headroom(
             episodes=episodes,
             oracle_window_s=oracle_window_s,
             oracle_workers=oracle_workers,
-            out=out or HEADROOM_FILE,
+            out=out,
         )
     )
 
@@ -116,7 +120,7 @@ def bench_env(
     steps: int = typer.Option(20_000, help="decisions per timed round"),
     rounds: int = typer.Option(3, help="interleaved env/bare rounds (median reported)"),
     soak_steps: int = typer.Option(1_000_000, help="env steps for the memory check (0: skip)"),
-    out: Path = typer.Option(Path("bench/env.json"), help="JSON result file"),
+    out: Path = typer.Option(Path("runs/bench/env.json"), help="JSON result file"),
 ) -> None:
     """Decisions/s of the env vs the bare simulator (same run), and memory over a long soak."""
     from edgerl.experiments import runinfo
@@ -142,7 +146,7 @@ def bench_oracle(
     window_s: float = typer.Option(2.0, help="the oracle's window [s]"),
     seed: int = typer.Option(100, help="episode seed (held-out traces)"),
     rounds: int = typer.Option(3, help="interleaved rounds of the torch-loaded modes"),
-    out: Path = typer.Option(Path("bench/oracle.json"), help="JSON result file"),
+    out: Path = typer.Option(Path("runs/bench/oracle.json"), help="JSON result file"),
 ) -> None:
     """The hindsight oracle's planning time: lean process, torch loaded, spawned interpreter."""
     from edgerl.experiments import runinfo

@@ -454,7 +454,7 @@ def bench_planner_cmd(
     rounds: int = typer.Option(3, help="alternating planner/baseline rounds"),
     baseline: str = typer.Option("edgent", help="baseline whose per-decision search is timed"),
     seed: int = typer.Option(0, help="first held-out episode seed"),
-    out: Path = typer.Option(Path("bench/planner.json"), help="JSON result file"),
+    out: Path = typer.Option(Path("runs/bench/planner.json"), help="JSON result file"),
 ) -> None:
     """Planner decision latency (p50/p99 per plan() call) vs a baseline's online search."""
     try:
