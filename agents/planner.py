@@ -64,6 +64,9 @@ from edgerl.envs.observation import (
     raw_from_mapping,
     spec_from_json,
 )
+from edgerl.envs.observation import (
+    ObservationError as ObservationError,  # re-exported: plan() raises it
+)
 
 #: Version of the artefact layout (bump when ``planner.json`` or the graph interface changes).
 PLANNER_SCHEMA_VERSION = 2  # 2: actions carry exit_threshold and rule_exits

@@ -345,3 +345,11 @@ def test_trace_unit_from_the_column_name_and_implausible_means(tmp_path):
     res = _invoke("traces", "check", str(f), "--column", "up_kbps", "--unit", "mbps")
     assert res.exit_code == 0
     assert "warning: " in res.stderr and "mean 2,867 Mbit/s is implausible" in res.stderr
+
+
+def test_observation_error_is_importable_from_the_planner():
+    """README's planner section names ObservationError next to edgerl.agents.planner."""
+    from edgerl.agents.planner import ObservationError
+    from edgerl.envs.observation import ObservationError as Defined
+
+    assert ObservationError is Defined
