@@ -69,3 +69,15 @@ def test_walkthrough(study: Path) -> None:
     (d / "state.json").write_text(state)
     plan = json.loads(_ok("plan", f"{d}/planner", "--state", f"{d}/state.json"))
     assert plan["variant"] == "fp32"
+    # 5. other measurements, the scenario unedited (README's two Irish 5G logs)
+    more = d / "more-traces"
+    more.mkdir()
+    for name in ("B_2020.02.13_13.03.24.csv", "B_2020.02.14_07.29.00.csv"):
+        shutil.copy(TRACES.parent / "irish-5g" / name, more / name)
+    _ok(
+        "evaluate", "--policy", str(run), "--uplink-traces", *map(str, sorted(more.iterdir())),
+        "--trace-column", "UL_bitrate", "--episodes", "1", "--horizon-s", "10",
+        "--json", f"{d}/eval-more.json",
+    )  # fmt: skip
+    ev = json.loads((d / "eval-more.json").read_text())
+    assert "irish-5g" not in ev["scenario"] and ev["policies"]
