@@ -85,6 +85,9 @@ def _trace_overrides(
     from edgerl.envs.traces import unit_from_column
 
     unit = unit or unit_from_column(column) or "mbps"
+    files = [x for f in files for x in (sorted(f.iterdir()) if f.is_dir() else [f])]
+    if not files:
+        raise OptionError("--uplink-traces: the folder holds no trace files")
     link: dict[str, Any] = {
         "trace_files": [str(f.resolve()) for f in files],
         "format": fmt,
@@ -216,7 +219,8 @@ _SET_OPT = typer.Option(
 _UPLINK_TRACES_OPT = typer.Option(
     [],
     "--uplink-traces",
-    help="evaluate on these uplink trace files (repeat; all held out), not the scenario's",
+    help="evaluate on these uplink trace files or folders of them (repeat the option for "
+    "several; all held out), not the scenario's",
 )
 _TRACE_FORMAT_OPT = typer.Option(
     "auto", help="--uplink-traces format: auto | pensieve | mahimahi | csv | irish5g"
