@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,22 @@ def _progress_printer() -> Callable[[str], None]:
 # --------------------------------------------------------------------------- train
 
 
+@contextmanager
+def _interrupted_before_training() -> Iterator[None]:
+    """Ctrl-C before the training loop (it handles its own): say so, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from edgerl.experiments.errors import print_error
+
+        print_error(
+            "before any model was trained (a run directory already created has no run.json: "
+            "train into it again with --overwrite)",
+            prefix="interrupted",
+        )
+        raise typer.Exit(130) from None
+
+
 @app.command()
 def train(
     scenario: str = typer.Option("lte-dynamic", help="scenario name or YAML path"),
@@ -150,7 +167,7 @@ def train(
     from edgerl.experiments.train import TrainConfig
     from edgerl.experiments.train import train as run_train
 
-    with _clear_errors():
+    with _clear_errors(), _interrupted_before_training():
         res = run_train(
             TrainConfig(
                 scenario=scenario,
@@ -172,9 +189,9 @@ def train(
         from edgerl.experiments.errors import print_error
 
         print_error(
-            f"training interrupted (Ctrl-C) after {res.timesteps_done:,} of "
-            f"{res.timesteps:,} steps; {res.run_dir}/model.zip is the model so far and run.json "
-            "marks the run as interrupted (evaluate and export say so)"
+            f"{res.run_dir}: run.json marks the run as interrupted "
+            f"({res.timesteps_done:,} of {res.timesteps:,} steps); evaluate and export say so",
+            prefix="interrupted",
         )
         raise typer.Exit(130)  # 128 + SIGINT, as a shell reports an interrupted command
     print(
