@@ -115,8 +115,9 @@ def _print_measured_exits(specs: list[Any]) -> None:
             t.add_row(s.name, "", f"[red]no table[/red]: {exc}")
             continue
         for v in table.variants:
-            accs = ", ".join(f"{n}: {table.top1(v, e):.4f}" for e, n in enumerate(table.exit_names))
-            t.add_row(s.name, v, accs)
+            accs = [f"{n}: {table.top1(v, e):.4f}" for e, n in enumerate(table.exit_names)]
+            pairs = [", ".join(accs[i : i + 2]) for i in range(0, len(accs), 2)]  # 100 columns
+            t.add_row(s.name, v, "\n".join(pairs))
     console.print(t)
 
 
