@@ -353,3 +353,27 @@ def test_observation_error_is_importable_from_the_planner():
     from edgerl.envs.observation import ObservationError as Defined
 
     assert ObservationError is Defined
+
+
+def test_python_warnings_print_as_one_line_and_matplotlib_layout_noise_is_silenced():
+    import warnings
+
+    import typer
+    from edgerl.experiments.errors import ClearErrorsGroup
+
+    demo = typer.Typer(cls=ClearErrorsGroup)
+
+    @demo.command()
+    def warn() -> None:
+        warnings.warn("state field 'uplink_mbps' outside the training range", stacklevel=1)
+        warnings.warn("Tight layout not applied. tight_layout cannot make Axes ...", stacklevel=1)
+
+    @demo.command()
+    def other() -> None:  # two commands: `warn` is a subcommand, as in edgerl
+        pass
+
+    res = CliRunner().invoke(demo, ["warn"])
+    assert res.exit_code == 0, res.output
+    assert res.stderr.splitlines() == [
+        "warning: state field 'uplink_mbps' outside the training range"
+    ]
