@@ -32,7 +32,7 @@ type: $(STAMP)
 	$(VENV)/bin/mypy envs agents profiles experiments
 
 bench: $(STAMP)
-	$(VENV)/bin/edgerl bench env --out experiments/results/bench_env.json
+	$(VENV)/bin/edgerl bench env --out runs/bench/env.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -93,6 +93,9 @@ from edgerl.envs.observation import (
     raw_from_mapping,
     spec_from_json,
 )
+from edgerl.envs.observation import (
+    ObservationError as ObservationError,  # re-exported: plan() raises it
+)
 
 if TYPE_CHECKING:
     import onnxruntime as ort

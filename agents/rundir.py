@@ -35,6 +35,8 @@ RUN_JSON = "run.json"
 SCENARIO_YAML = "scenario.yaml"
 SCENARIO_SOURCE_YAML = "scenario.source.yaml"  # the file trained on, comments and all
 FINAL_MODEL = "model.zip"
+#: Held (``fcntl.flock``) by the training that writes the directory; the lock dies with it.
+LOCK_FILE = ".lock"
 BEST_MODEL = "best_model.zip"
 LEARNING_CURVE = "learning_curve.csv"
 ALGO_NAMES = ("maskable_ppo", "ppo", "a2c", "dqn")
@@ -105,6 +107,16 @@ class RunInfo:
 
     def scenario_yaml(self) -> Path:
         return self.path / SCENARIO_YAML
+
+    def interrupted_note(self) -> str | None:
+        """If training was interrupted (Ctrl-C), a sentence that says so; else None."""
+        if not self.data.get("interrupted"):
+            return None
+        done, total = self.data.get("timesteps_done"), self.data.get("timesteps")
+        return (
+            f"{self.path}: training was interrupted after {done} of {total} steps "
+            f"({RUN_JSON}: interrupted); its model is the one saved then"
+        )
 
 
 def read_run(run_dir: str | Path) -> RunInfo:

@@ -526,22 +526,38 @@ def load_scenario(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Sc
             its file: its ``path`` says both, and run directories store its full YAML.
     """
     p = Path(name_or_path)
-    if not p.suffix:
-        p = SCENARIO_DIR / f"{name_or_path}.yaml"
-        if not p.exists():
-            raise ConfigError(
-                f"unknown scenario {name_or_path!r}; shipped: {', '.join(list_scenarios())}"
-            )
+    shipped = SCENARIO_DIR / f"{name_or_path}.yaml"
+    if not p.suffix and len(p.parts) == 1 and shipped.is_file():
+        p = shipped
+    elif not p.suffix and not p.exists():
+        raise ConfigError(
+            f"unknown scenario '{name_or_path}'; shipped: {', '.join(list_scenarios())}"
+        )
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder; give a scenario YAML file or a shipped name")
+    if p.exists() and not p.is_file():
+        raise ConfigError(f"{p}: not a regular file; give a scenario YAML file")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: cannot read scenario: not UTF-8 text (byte {exc.start}: {exc.reason})"
+        ) from exc
     except (OSError, yaml.YAMLError) as exc:
         one_line = " ".join(str(exc).split())
         raise ConfigError(f"{p}: cannot read scenario: {one_line}") from exc
+    if data is None:
+        raise ConfigError(f"{p}: empty scenario file")
     if not overrides:
         return scenario_from_dict(data, str(p), p.parent)
     for item in overrides:
         _apply_override(data, item, str(p))
-    return scenario_from_dict(data, f"{p} with {' '.join(overrides)}", p.parent)
+    try:  # errors name the file's keys; the overrides follow, each with its value
+        cfg = scenario_from_dict(data, str(p), p.parent)
+    except ConfigError as exc:
+        given = ", ".join(f"--set {o}" for o in overrides)
+        raise ConfigError(f"{exc} (after {given})") from exc
+    return dataclasses.replace(cfg, path=f"{p} with {' '.join(overrides)}")
 
 
 def _apply_override(data: Any, item: str, where: str) -> None:

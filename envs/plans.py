@@ -33,7 +33,7 @@ from typing import Any
 from edgerl.envs.config import ConfigError, ScenarioConfig
 from edgerl.profiles import LayerProfile, find_profile, interpolate_latency
 from edgerl.profiles.accuracy import AccuracyTable, accuracy_table_path, load_accuracy_table
-from edgerl.profiles.schema import profile_path
+from edgerl.profiles.schema import DATA_DIR, ProfileError, profile_path, profiles_on_offer
 
 CACHE_POLICIES = ("none", "lru", "lfu", "cost")
 MB = 1e6  # bytes per megabyte (SI), the unit of the *_mb config keys
@@ -129,10 +129,16 @@ class ModelProfiles:
         m = cfg.model
         own = Path(m.profiles_dir) if m.profiles_dir is not None else None
 
-        def find(variant: str, hardware: str) -> LayerProfile:
+        def find(variant: str, hardware: str, key: str) -> LayerProfile:
             if own is not None and profile_path(m.name, variant, hardware, own).is_file():
                 return find_profile(m.name, variant, hardware, own)
-            return find_profile(m.name, variant, hardware)
+            if own is None or profile_path(m.name, variant, hardware).is_file():
+                return find_profile(m.name, variant, hardware)
+            raise ProfileError(  # neither the user's folder nor the shipped ones have it
+                f"{key} {hardware!r}: no profile {m.name}/{variant}/{hardware}.json in "
+                f"model.profiles_dir {own} nor in the shipped {DATA_DIR}; "
+                f"{profiles_on_offer(m.name, variant, [own, DATA_DIR])}"
+            )
 
         def table() -> AccuracyTable:
             if own is not None and accuracy_table_path(m.name, own).is_file():
@@ -141,9 +147,9 @@ class ModelProfiles:
 
         try:
             out = cls(
-                device={v: find(v, cfg.devices.hardware) for v in m.variants},
-                edge={v: find(v, cfg.edge.hardware) for v in m.variants},
-                cloud={v: find(v, cfg.cloud.hardware) for v in m.variants},
+                device={v: find(v, cfg.devices.hardware, "devices.hardware") for v in m.variants},
+                edge={v: find(v, cfg.edge.hardware, "edge.hardware") for v in m.variants},
+                cloud={v: find(v, cfg.cloud.hardware, "cloud.hardware") for v in m.variants},
                 table=table() if m.input_correctness == "measured" else None,
             )
         except ValueError as exc:

@@ -705,6 +705,36 @@ def _load_irish5g_cached(
 UserFormat = Literal["auto", "pensieve", "mahimahi", "csv", "irish5g"]
 Unit = Literal["mbps", "kbps", "bps"]
 UNIT_PER_MBPS: dict[str, float] = {"mbps": 1.0, "kbps": 1e3, "bps": 1e6}  # SI prefixes
+#: Above this mean a trace is almost surely in another unit than the one it was read in
+#: (kbit/s read as Mbit/s): 10x the IMT-2020 user-experienced downlink data rate requirement
+#: of 100 Mbit/s (ITU-R M.2410-0, 2017, sec. 4.2) and about 30x the fastest mean of the
+#: shipped traces (irish-5g eval downlink, 33.62 Mbit/s, printed by `edgerl traces`). [Mbit/s]
+IMPLAUSIBLE_MEAN_MBPS = 1_000.0
+
+
+def unit_from_column(column: str | None) -> Unit | None:
+    """The unit a column name states by its suffix (``up_kbps`` -> ``kbps``), else None."""
+    if column is None:
+        return None
+    name = column.lower()
+    for unit in ("kbps", "mbps", "bps"):  # "bps" last: "_kbps" also ends in "bps"
+        if name.endswith(f"_{unit}") or name == unit:
+            return unit
+    return None
+
+
+def plausibility_warning(trace: BandwidthTrace) -> str | None:
+    """A warning if ``trace``'s mean bandwidth is implausible (wrong unit?), else None."""
+    mean = trace.mean_mbps_period()
+    if mean > IMPLAUSIBLE_MEAN_MBPS:
+        return (
+            f"{trace.source or trace.name}: mean {mean:,.0f} Mbit/s is implausible for a "
+            f"network trace (above {IMPLAUSIBLE_MEAN_MBPS:,.0f} Mbit/s); is the unit right? "
+            "(--unit kbps | bps)"
+        )
+    return None
+
+
 CSV_TIME_COLUMN = "time_s"
 
 
@@ -731,6 +761,8 @@ def load_csv_trace(
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
+        if not header:
+            raise TraceError(f"{path}: empty file")
         for needed in (time_column, column):
             if needed not in header:
                 raise TraceError(f"{path}:1: header has no column {needed!r} (has {header})")
@@ -1236,9 +1268,10 @@ def trace_summary(data_dir: str | Path | None = None) -> str:
     """A plain-text table of :func:`summarize_trace_sets` (for ``edgerl traces`` or a notebook)."""
     header = (
         f"{'family':<18} {'split':<5} {'dir':<4} {'n':>3} {'total s':>8} {'min s':>7} "
-        f"{'max s':>7} {'mean':>6} {'median':>6} {'p10':>6}   (Mbit/s, time-weighted)"
+        f"{'max s':>7} {'mean':>6} {'median':>6} {'p10':>6}"
     )
-    lines = [header, "-" * len(header)]
+    lines = ["durations in s; mean, median, p10 in Mbit/s, time-weighted", header]
+    lines.append("-" * len(header))
     for r in summarize_trace_sets(data_dir):
         lines.append(
             f"{r.family:<18} {r.split:<5} {r.direction:<4} {r.count:>3} "

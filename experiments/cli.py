@@ -4,8 +4,10 @@ experiment scripts and packages it calls, imported lazily so that ``edgerl --hel
 from __future__ import annotations
 
 import typer
+from edgerl.experiments.errors import ClearErrorsGroup
 
 app = typer.Typer(
+    cls=ClearErrorsGroup,
     name="edgerl",
     help="Plan DNN inference across device, edge and cloud with deep RL.",
     no_args_is_help=True,

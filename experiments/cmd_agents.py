@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 from edgerl.experiments import term
 from edgerl.experiments.cli import app, bench_app
+from edgerl.experiments.errors import OptionError
 from typer.core import TyperCommand
 
 #: Token of --policies that expands to every baseline.
@@ -36,12 +38,24 @@ def _split(values: Sequence[str]) -> list[str]:
 
 
 def _policy_specs(values: Sequence[str]) -> tuple[str, ...]:
+    """The policy specs of ``--policy``/``--policies``: ``baselines`` expands to every
+    baseline but the oracle, and a bare baseline name (``device-only``, as ``--help`` lists
+    them) means ``baseline:NAME`` unless a run directory of that name exists."""
     from edgerl.agents.baselines import list_baselines
 
     out: list[str] = []
+    known = list_baselines()
     for v in _split(values):
         expand = [f"baseline:{b}" for b in list_baselines(include_expensive=False)]
-        out += expand if v == ALL_BASELINES else [v]
+        if v == ALL_BASELINES:
+            out += expand
+        elif v in known and not Path(v).exists():
+            out.append(f"baseline:{v}")
+        else:
+            out.append(v)
+    if not out:
+        given = ", ".join(repr(v) for v in values)
+        raise OptionError(f"--policy/--policies: no policy named (got {given})")
     return tuple(out)
 
 
@@ -101,11 +115,19 @@ class MultiValueCommand(TyperCommand):
 
 
 def _link_override(
-    key: str, files: Sequence[Path], fmt: str, column: str | None, unit: str
+    key: str, files: Sequence[Path], fmt: str, column: str | None, unit: str | None
 ) -> dict[str, Any]:
+    """One link's evaluation-only override: these files or folders of them (all held out);
+    the unit defaults to the column name's (``up_kbps``), else Mbit/s."""
+    from edgerl.envs.traces import unit_from_column
+
     for f in files:
         if not f.exists():
             raise typer.BadParameter(f"--{key}-traces: {f} does not exist")
+    unit = unit or unit_from_column(column) or "mbps"
+    files = [x for f in files for x in (sorted(f.iterdir()) if f.is_dir() else [f])]
+    if not files:
+        raise OptionError(f"--{key}-traces: the folder holds no trace files")
     link: dict[str, Any] = {
         "trace_files": [str(f.resolve()) for f in files],
         "format": fmt,
@@ -121,7 +143,7 @@ def _trace_overrides(
     files: Sequence[Path],
     fmt: str,
     column: str | None,
-    unit: str,
+    unit: str | None,
     down_files: Sequence[Path] = (),
     down_column: str | None = None,
 ) -> tuple[str, ...]:
@@ -150,7 +172,7 @@ def _seeds(values: Sequence[str]) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in _split(values))
     except ValueError as exc:
-        raise typer.BadParameter(f"seeds must be integers: {exc}") from exc
+        raise OptionError(f"--seed/--seeds must be integers: {exc}") from exc
 
 
 def _search(episodes: int, horizon_s: float, max_wall_s: float, workers: int, seed: int) -> Any:
@@ -176,6 +198,22 @@ def _progress_printer() -> Callable[[str], None]:
 # --------------------------------------------------------------------------- train
 
 
+@contextmanager
+def _interrupted_before_training() -> Iterator[None]:
+    """Ctrl-C before the training loop (it handles its own): say so, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from edgerl.experiments.errors import print_error
+
+        print_error(
+            "before any model was trained (a run directory already created has no run.json: "
+            "train into it again with --overwrite)",
+            prefix="interrupted",
+        )
+        raise typer.Exit(130) from None
+
+
 @app.command()
 def train(
     scenario: str = typer.Option("lte-dynamic", help="scenario name or YAML path"),
@@ -197,7 +235,7 @@ def train(
     from edgerl.experiments.train import TrainConfig
     from edgerl.experiments.train import train as run_train
 
-    with _clear_errors():
+    with _clear_errors(), _interrupted_before_training():
         res = run_train(
             TrainConfig(
                 scenario=scenario,
@@ -215,6 +253,15 @@ def train(
             )
         )
     print(f"run directory: {res.run_dir}")
+    if res.interrupted:
+        from edgerl.experiments.errors import print_error
+
+        print_error(
+            f"{res.run_dir}: run.json marks the run as interrupted "
+            f"({res.timesteps_done:,} of {res.timesteps:,} steps); evaluate and export say so",
+            prefix="interrupted",
+        )
+        raise typer.Exit(130)  # 128 + SIGINT, as a shell reports an interrupted command
     print(
         f"wall time {res.wall_time_s:.1f} s, env {res.env_time_s:.1f} s "
         f"({100 * res.env_share:.0f} %), held-out evaluations {res.eval_time_s:.1f} s; "
@@ -237,7 +284,7 @@ def curves(
     for g in group:
         label, sep, dirs = g.partition("=")
         if not sep or not label or not dirs:
-            raise typer.BadParameter(f"--group {g!r}: expected LABEL=RUN_DIR[,RUN_DIR...]")
+            raise OptionError(f"--group {g!r}: expected LABEL=RUN_DIR[,RUN_DIR...]")
         groups[label] = [d for d in dirs.split(",") if d]
     with _clear_errors():
         print(f"wrote {plot_learning_curves(groups, out, title)}")
@@ -257,8 +304,8 @@ _SET_OPT = typer.Option(
 _UPLINK_TRACES_OPT = typer.Option(
     [],
     "--uplink-traces",
-    help="evaluate on these uplink trace files (several after one flag, or repeat; all held "
-    "out), not the scenario's; best-fixed and edgent-dynamic are still built from the "
+    help="evaluate on these uplink trace files or folders (several after one flag, or repeat; "
+    "all held out), not the scenario's; best-fixed and edgent-dynamic are still built from the "
     "scenario's training traces",
 )
 _DOWNLINK_TRACES_OPT = typer.Option(
@@ -274,7 +321,9 @@ _TRACE_COLUMN_OPT = typer.Option(None, help="--uplink-traces csv/irish5g column"
 _DOWN_COLUMN_OPT = typer.Option(
     None, help="--downlink-traces csv/irish5g column (default: --trace-column)"
 )
-_TRACE_UNIT_OPT = typer.Option("mbps", help="--uplink-traces csv unit: mbps | kbps | bps")
+_TRACE_UNIT_OPT = typer.Option(
+    None, help="--uplink-traces csv unit: mbps | kbps | bps (default: from a _kbps/_mbps column)"
+)
 _WHICH_OPT = typer.Option("best", help="best | final model of run directories")
 _STRATIFIED_OPT = typer.Option(
     True,
@@ -329,7 +378,7 @@ def evaluate(
     from edgerl.experiments.evaluate import EvalConfig, run_evaluation, write_json
 
     if which not in ("best", "final"):
-        raise typer.BadParameter("--which must be best or final")
+        raise OptionError(f"--which must be best or final, got {which!r}")
     with _clear_errors():
         specs = _policy_specs(policy)
         cfg = EvalConfig(
@@ -403,7 +452,7 @@ def compare(
     from edgerl.experiments.compare import compare as run_compare
 
     if which not in ("best", "final"):
-        raise typer.BadParameter("--which must be best or final")
+        raise OptionError(f"--which must be best or final, got {which!r}")
     with _clear_errors():
         specs = _policy_specs(policies)
         res = run_compare(
@@ -468,7 +517,14 @@ def bench_agents(
     ),
     stratified: bool = _STRATIFIED_OPT,
     horizon_s: float = typer.Option(None, help="shorter evaluation episodes"),
-    out: Path = typer.Option(Path("bench/agents.json"), help="JSON result file (+ .md report)"),
+    out: Path = typer.Option(
+        Path("runs/bench/agents.json"), help="JSON result file (+ .md report next to it)"
+    ),
+    headroom_out: Path = typer.Option(
+        None,
+        help="where the scenario's headroom is recorded (default: headroom.json next to --out; "
+        "publish: experiments/results/headroom.json)",
+    ),
     runs_dir: Path = typer.Option(Path("runs/bench"), help="where the training runs go"),
     reuse: bool = typer.Option(
         True, help="reuse finished runs of the same configuration and code commit"
@@ -496,10 +552,9 @@ def bench_agents(
 ) -> None:
     """Does adaptation pay? Learned agents vs best fixed, Edgent, composite and the oracle."""
     from edgerl.experiments.bench_agents import BenchConfig, run_bench
-    from edgerl.experiments.headroom import HEADROOM_FILE
 
     if which not in ("best", "final"):
-        raise typer.BadParameter("--which must be best or final")
+        raise OptionError(f"--which must be best or final, got {which!r}")
     with _clear_errors():
         run_bench(
             BenchConfig(
@@ -522,7 +577,7 @@ def bench_agents(
                 oracle_window_s=oracle_window_s,
                 oracle_workers=oracle_workers,
                 search=_search(3, 60.0, search_max_wall_s, 1, 0),
-                headroom_out=HEADROOM_FILE,
+                headroom_out=headroom_out or out.parent / "headroom.json",
             )
         )
 

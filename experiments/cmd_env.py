@@ -93,10 +93,14 @@ def bench_headroom(
     episodes: int = typer.Option(1, help="held-out episodes per evaluation seed"),
     oracle_window_s: float = typer.Option(2.0, help="the oracle's window [s]"),
     oracle_workers: int = typer.Option(1, help="the oracle's concurrent simulator forks"),
-    out: Path = typer.Option(None, help="JSON file (default experiments/results/headroom.json)"),
+    out: Path = typer.Option(
+        Path("runs/bench/headroom.json"),
+        help="JSON file (publish: --out experiments/results/headroom.json, which `edgerl "
+        "scenarios` reads)",
+    ),
 ) -> None:
     """Headroom of each scenario before training: oracle vs best fixed on held-out traces."""
-    from edgerl.experiments.headroom import HEADROOM_FILE, HeadroomConfig, run_headroom
+    from edgerl.experiments.headroom import HeadroomConfig, run_headroom
 
     run_headroom(
         HeadroomConfig(
@@ -105,7 +109,7 @@ def bench_headroom(
             episodes=episodes,
             oracle_window_s=oracle_window_s,
             oracle_workers=oracle_workers,
-            out=out or HEADROOM_FILE,
+            out=out,
         )
     )
 
@@ -116,7 +120,7 @@ def bench_env(
     steps: int = typer.Option(20_000, help="decisions per timed round"),
     rounds: int = typer.Option(3, help="interleaved env/bare rounds (median reported)"),
     soak_steps: int = typer.Option(1_000_000, help="env steps for the memory check (0: skip)"),
-    out: Path = typer.Option(Path("bench/env.json"), help="JSON result file"),
+    out: Path = typer.Option(Path("runs/bench/env.json"), help="JSON result file"),
 ) -> None:
     """Decisions/s of the env vs the bare simulator (same run), and memory over a long soak."""
     from edgerl.experiments import runinfo
@@ -142,7 +146,7 @@ def bench_oracle(
     window_s: float = typer.Option(2.0, help="the oracle's window [s]"),
     seed: int = typer.Option(100, help="episode seed (held-out traces)"),
     rounds: int = typer.Option(3, help="interleaved rounds of the torch-loaded modes"),
-    out: Path = typer.Option(Path("bench/oracle.json"), help="JSON result file"),
+    out: Path = typer.Option(Path("runs/bench/oracle.json"), help="JSON result file"),
 ) -> None:
     """The hindsight oracle's planning time: lean process, torch loaded, spawned interpreter."""
     from edgerl.experiments import runinfo
@@ -188,17 +192,28 @@ def traces_check(
     files: list[Path] = typer.Argument(..., help="trace files (or folders of them)"),
     fmt: str = typer.Option("auto", "--format", help="auto | pensieve | mahimahi | csv | irish5g"),
     column: str = typer.Option(None, help="csv / irish5g: the bandwidth column"),
-    unit: str = typer.Option("mbps", help="csv: mbps | kbps | bps"),
+    unit: str = typer.Option(
+        None, help="csv: mbps | kbps | bps (default: from a column name ending in _kbps, ...)"
+    ),
 ) -> None:
     """Validate trace files and summarise them (format, duration, Mbit/s statistics)."""
     from edgerl.envs.traces import (
         TraceError,
         detect_format,
         load_user_trace,
+        plausibility_warning,
         time_weighted_quantile,
+        unit_from_column,
     )
+    from edgerl.experiments.errors import fail, print_error
 
     paths = [x for f in files for x in (sorted(f.iterdir()) if f.is_dir() else [f])]
+    if not paths:
+        raise fail(f"{', '.join(map(str, files))}: no trace files (empty folder)")
+    if unit is None:
+        unit = unit_from_column(column) or "mbps"
+        if column is not None and unit_from_column(column):
+            print(f"unit: {unit} (from the column name {column}; --unit to change)")
     bad = 0
     print(f"{'file':40} {'format':9} {'dur s':>8} {'mean':>7} {'median':>7} {'p10':>7} {'p90':>7}")
     for p in paths:
@@ -210,6 +225,9 @@ def traces_check(
             typer.secho(f"error: {exc}", fg="red", err=True)
             continue
         q = [time_weighted_quantile([tr], x) for x in (0.5, 0.1, 0.9)]
+        implausible = plausibility_warning(tr)
+        if implausible is not None:
+            print_error(implausible, prefix="warning")
         name = p.name if len(p.name) <= NAME_WIDTH else "..." + p.name[3 - NAME_WIDTH :]
         print(
             f"{name:40} {kind:9} {tr.duration_s:8.1f} {tr.mean_mbps_period():7.2f} "

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import typer
 from edgerl.experiments import term
 from edgerl.experiments.cli import app
+from edgerl.experiments.errors import fail
 from edgerl.profiles.schema import (
     DATA_DIR,
     LayerProfile,
@@ -44,8 +45,8 @@ FLOAT32_BYTES = 4
 
 
 def _fail(msg: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {msg}")
-    return typer.Exit(code=1)
+    """One line on stderr; the exit (status 2) to raise (:func:`edgerl.experiments.errors.fail`)."""
+    return fail(msg)
 
 
 def _measured(data_dir: Path, hardware: str, *, derived_ok: bool = False) -> list[LayerProfile]:

@@ -29,6 +29,7 @@ import numpy as np
 import typer
 from edgerl.experiments import runinfo
 from edgerl.experiments.cli import app, bench_app
+from edgerl.experiments.errors import fail
 
 if TYPE_CHECKING:
     from edgerl.agents.planner import Planner
@@ -46,8 +47,8 @@ EPISODES_PER_ROUND_SEED_STRIDE = 1000
 
 
 def _fail(msg: str) -> typer.Exit:
-    typer.echo(f"error: {msg}", err=True)
-    return typer.Exit(code=1)
+    """One line on stderr; the exit (status 2) to raise (:func:`edgerl.experiments.errors.fail`)."""
+    return fail(msg)
 
 
 # ---------------------------------------------------------------------------- export / plan
@@ -70,12 +71,24 @@ def export_cmd(
     """Export a trained policy to a runtime planner (JSON spec, raw float32 weights and an
     ONNX graph; no pickle)."""
     from edgerl.agents.planner import PlannerError
+    from edgerl.agents.rundir import read_run
+    from edgerl.experiments.errors import print_error
     from edgerl.experiments.export import export_run, parity_check
 
+    if parity < 0:
+        raise _fail(f"--parity must be >= 0 (0 skips the check), got {parity}")
+    if out.exists() and not out.is_dir():
+        raise _fail(f"--out {out}: is a file; give a directory for policy.onnx and planner.json")
     try:
+        info = read_run(run_dir)
+        typer.echo(f"model: {info.model_path('final' if checkpoint == 'final' else 'best')}")
+        note = info.interrupted_note()
+        if note is not None:
+            print_error(note, prefix="warning")
         res = export_run(run_dir, out, checkpoint=checkpoint)
     except (ValueError, OSError) as exc:  # ExportError, RunDirError, PlannerError, ConfigError
         raise _fail(str(exc)) from exc
+    typer.echo(f"wrote {res.out_dir}/policy.onnx and planner.json")
     typer.echo(
         f"wrote {res.out_dir}/policy.onnx ({res.policy_bytes:,} B, sha256 {res.sha256[:16]}...), "
         f"policy_weights.bin ({res.weights_bytes:,} B) and planner.json; "
@@ -123,7 +136,9 @@ def plan_cmd(
         None, "--state", help="JSON object with every observation feature in raw units ('-': stdin)"
     ),
     example_state: bool = typer.Option(
-        False, "--example-state", help="print a valid state file (mid training range) and exit"
+        False,
+        "--example-state",
+        help="print a valid state file (a real held-out state of the planner's scenario) and exit",
     ),
 ) -> None:
     """Decide one request with an exported planner; prints the plan as JSON."""
@@ -147,8 +162,21 @@ def plan_cmd(
 
 
 def example_state_of(planner: Any) -> dict[str, float]:
-    """A valid state: each feature at the middle of its training range (indicators at their
-    lowest value; the first application's indicator set)."""
+    """A real state: what the device measured at the first request of a held-out episode
+    (seed 0) of the scenario recorded in ``planner.json`` (fingerprint-checked), so every
+    feature is consistent with the others. If that scenario cannot be rebuilt here, each
+    feature at the middle of its training range (with a warning)."""
+    from edgerl.envs.config import ConfigError
+    from edgerl.experiments.errors import print_error
+    from edgerl.experiments.export import example_state
+
+    try:
+        return example_state(_scenario_of(planner, None))
+    except (ValueError, ConfigError) as exc:  # PlannerError, ProfileError: not rebuildable
+        print_error(
+            f"{exc}; the example state is the middle of the training range instead of a real state",
+            prefix="warning",
+        )
     rng = planner.spec["observation"]["training_range"]
     state = {
         f.name: float(lo) if f.unit == "indicator" else (lo + hi) / 2
@@ -503,7 +531,7 @@ def bench_planner_cmd(
     rounds: int = typer.Option(3, help="alternating planner/baseline rounds"),
     baseline: str = typer.Option("edgent", help="baseline whose per-decision search is timed"),
     seed: int = typer.Option(0, help="first held-out episode seed"),
-    out: Path = typer.Option(Path("bench/planner.json"), help="JSON result file"),
+    out: Path = typer.Option(Path("runs/bench/planner.json"), help="JSON result file"),
 ) -> None:
     """Planner decision latency (numpy and onnx backends, p50/p99 per plan() call) vs a
     baseline's online search."""

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from edgerl.experiments import term
 from edgerl.experiments.cli import app
+from edgerl.experiments.errors import fail
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -35,8 +36,8 @@ DEFAULT_HARDWARE = "host-cpu"
 
 
 def _fail(msg: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {msg}")
-    return typer.Exit(code=1)
+    """One line on stderr; the exit (status 2) to raise (:func:`edgerl.experiments.errors.fail`)."""
+    return fail(msg)
 
 
 def _command_line() -> str:
@@ -114,8 +115,9 @@ def _print_measured_exits(specs: list[Any]) -> None:
             t.add_row(s.name, "", f"[red]no table[/red]: {exc}")
             continue
         for v in table.variants:
-            accs = ", ".join(f"{n}: {table.top1(v, e):.4f}" for e, n in enumerate(table.exit_names))
-            t.add_row(s.name, v, accs)
+            accs = [f"{n}: {table.top1(v, e):.4f}" for e, n in enumerate(table.exit_names)]
+            pairs = [", ".join(accs[i : i + 2]) for i in range(0, len(accs), 2)]  # 100 columns
+            t.add_row(s.name, v, "\n".join(pairs))
     console.print(t)
 
 
@@ -253,6 +255,12 @@ def profile(
         return
     if model is None:
         raise _fail("--model is required: a zoo model (`edgerl models`) or package.module:factory")
+    source, sep, factory = model.rpartition(":") if ":" in model else (model, "", "")
+    if model.endswith(".py") or (sep and not factory) or (not sep and Path(model).exists()):
+        raise _fail(
+            f"--model {model}: name the factory as well, {source}:FACTORY (a callable in "
+            f"{source} that returns a torch.nn.Module)"
+        )
     if ":" in model:  # your own model (edgerl.experiments.cmd_user_models)
         from edgerl.experiments.cmd_user_models import profile_user_model
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from edgerl.agents.baselines import list_baselines
 from edgerl.agents.best_fixed import SearchConfig
-from edgerl.experiments import runinfo
+from edgerl.experiments import runinfo, term
 
 
 @dataclass
@@ -57,9 +57,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     from edgerl.experiments.compare import CompareConfig, compare, rich_table
     from edgerl.experiments.export import export_and_show
     from edgerl.experiments.train import TrainConfig, train
-    from rich.console import Console
 
-    console = Console(width=220)
+    console = term.console()
     t0 = time.perf_counter()
     run_dir = cfg.out / f"train-{cfg.algo}-s{cfg.seed}"
 
@@ -84,21 +83,27 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
     console.rule("[bold]2/3 compare with every baseline on held-out traces")
     policies = (str(run_dir), *(f"baseline:{b}" for b in list_baselines(include_expensive=False)))
-    cmp = compare(
-        CompareConfig(
-            scenario=cfg.scenario,
-            policies=policies,
-            seeds=cfg.eval_seeds,
-            episodes=cfg.episodes,
-            horizon_s=cfg.eval_horizon_s,
-            out=cfg.out / "compare",
-            search=cfg.search,
-        ),
-        progress=lambda m: console.print(f"  {m}", style="dim", highlight=False),
-    )
+    with console.status("comparing ...") as status:  # one line that updates, not 39
+        cmp = compare(
+            CompareConfig(
+                scenario=cfg.scenario,
+                policies=policies,
+                seeds=cfg.eval_seeds,
+                episodes=cfg.episodes,
+                horizon_s=cfg.eval_horizon_s,
+                out=cfg.out / "compare",
+                search=cfg.search,
+            ),
+            progress=lambda m: status.update(f"comparing: {m}"),
+        )
     console.print(rich_table(cmp.doc))
     for f in cmp.files:
         console.print(f"  wrote {f}", highlight=False)
+
+    console.rule("[bold]3/3 export the planner")
+    t_export = time.perf_counter()
+    export_and_show(run_dir)
+    export_s = time.perf_counter() - t_export
 
     total_s = time.perf_counter() - t0
     summary = {
@@ -111,6 +116,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         "train_eval_callback_time_s": tr.eval_time_s,
         "compare_wall_time_s": cmp.wall_time_s,
         "eval_horizon_simulated_s": cmp.doc["horizon_s"],
+        "export_wall_time_s": export_s,
         "total_wall_time_s": total_s,
         "git_commit": runinfo.git_commit(),
         "created": runinfo.now_iso(),
@@ -120,11 +126,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     )
     console.print(
         f"demo wall time {total_s:.0f} s (train {tr.wall_time_s:.0f} s, compare "
-        f"{cmp.wall_time_s:.0f} s); summary in {cfg.out / 'demo_summary.json'}"
+        f"{cmp.wall_time_s:.0f} s, export {export_s:.0f} s); summary in "
+        f"{cfg.out / 'demo_summary.json'}"
     )
-
-    console.rule("[bold]3/3 export the planner")
-    export_and_show(run_dir)
     return summary
 
 

@@ -27,7 +27,13 @@ from typing import Any
 from edgerl.agents.baselines import BaselineOptions, make_baseline
 from edgerl.agents.best_fixed import SearchConfig
 from edgerl.agents.evaluation import METRICS, PolicyEvaluation, evaluate
-from edgerl.agents.rundir import Which, read_run, scenario_fingerprint
+from edgerl.agents.rundir import (
+    BEST_MODEL,
+    FINAL_MODEL,
+    Which,
+    read_run,
+    scenario_fingerprint,
+)
 from edgerl.envs.sim.build import ScenarioModel
 from edgerl.experiments import runinfo
 from edgerl.experiments.errors import OptionError, check_positive
@@ -113,6 +119,13 @@ def load_policy(spec: str, cfg: EvalConfig) -> tuple[str, Any, dict[str, Any]]:
 
     info = read_run(path)
     pol = load_run_policy(path, cfg.which, name=f"{info.algo}:{path.name}")
+    best_missing = cfg.which == "best" and pol.source.endswith(FINAL_MODEL)
+    fallback = f" (no {BEST_MODEL}: the final model)" if best_missing else ""
+    print(f"{pol.name}: loaded {pol.source}{fallback}", file=sys.stderr)
+    interrupted = info.interrupted_note()
+    if interrupted is not None:
+        notes["warning_interrupted"] = interrupted
+        print(f"warning: {interrupted}", file=sys.stderr)
     notes.update(
         run_id=info.run_id,
         algo=info.algo,
@@ -173,9 +186,14 @@ def run_evaluation(
     for lbl, pol, notes in loaded:
         fp = notes.get("scenario_fingerprint")
         if fp is not None and fp != training_fingerprint:
+            cause = (
+                "; expected: --set/--uplink-traces changed the scenario it was trained on"
+                if cfg.scenario_set
+                else ""
+            )
             notes["warning"] = (
                 f"trained on scenario {notes.get('trained_on')!r} with another fingerprint "
-                f"({fp[:12]} vs {training_fingerprint[:12]})"
+                f"({fp[:12]} vs {training_fingerprint[:12]}){cause}"
             )
             print(f"warning: {lbl}: {notes['warning']}", file=sys.stderr)
         ev = evaluate(

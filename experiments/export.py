@@ -851,6 +851,7 @@ def export_and_show(run_dir: str | Path, parity_observations: int = 1_000) -> No
     run_dir = Path(run_dir)
     out = run_dir / "planner"
     res = export_run(run_dir, out)
+    print(f"exported planner -> {out}")
     print(
         f"exported planner -> {out} ({res.policy_bytes:,} B policy.onnx, "
         f"{res.weights_bytes:,} B policy_weights.bin, {res.artefact_bytes:,} B in total; "
@@ -865,5 +866,5 @@ def export_and_show(run_dir: str | Path, parity_observations: int = 1_000) -> No
     planner = Planner.load(out)
     state = example_state(scenario_model_for(read_run(run_dir)))
     plan = planner.plan(state)
-    print("example request state:", json.dumps(state))
+    print("example request state (held-out episode, seed 0):", json.dumps(state, indent=2))
     print("plan:", json.dumps(plan.to_dict(), indent=2))

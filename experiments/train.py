@@ -4,7 +4,10 @@ Reads top to bottom (cleanrl style): resolve the scenario and the hyperparameter
 the run directory, build the vectorised training envs (timed), the SB3 model and the
 callbacks (held-out evaluation + best model, checkpoints, TensorBoard), learn, save, and
 write ``run.json`` last (a directory without it is an unfinished run). The run directory
-layout is the contract of :mod:`edgerl.agents.rundir`.
+layout is the contract of :mod:`edgerl.agents.rundir`. The training holds a lock on the
+directory (``RUN_DIR/.lock``), so a second training into it fails instead of mixing its
+files in; Ctrl-C saves the model trained so far and writes ``run.json`` with
+``"interrupted": true``.
 
     edgerl train --scenario lte-dynamic --algo maskable_ppo --timesteps 200000 --seed 0 \\
         --out runs/lte-mppo-s0 [--n-envs 4] [--hp learning_rate=1e-4]
@@ -12,21 +15,27 @@ layout is the contract of :mod:`edgerl.agents.rundir`.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgerl.agents.rundir import (
     FINAL_MODEL,
+    LOCK_FILE,
     RUN_JSON,
     RUN_SCHEMA_VERSION,
     SCENARIO_SOURCE_YAML,
     SCENARIO_YAML,
+    RunDirError,
     scenario_fingerprint,
     scenario_yaml_text,
     source_yaml_text,
@@ -79,6 +88,10 @@ class TrainResult:
     eval_time_s: float
     best_eval_utility: float
     curve: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+    """Ctrl-C stopped the training; the model so far is saved, run.json says so"""
+    timesteps_done: int = 0
+    timesteps: int = 0
 
     @property
     def env_share(self) -> float:
@@ -87,6 +100,58 @@ class TrainResult:
 
 class RunExistsError(FileExistsError):
     """The run directory already holds a finished run."""
+
+
+def _entries(run_dir: Path) -> list[Path]:
+    """What a run directory holds besides its lock file (nothing if it does not exist)."""
+    if not run_dir.is_dir():
+        return []
+    return [e for e in run_dir.iterdir() if e.name != LOCK_FILE]
+
+
+@contextmanager
+def locked_run_dir(run_dir: Path, overwrite: bool) -> Iterator[None]:
+    """Create (or, with ``overwrite``, empty) ``run_dir`` and hold its lock while in the block.
+
+    The lock is ``fcntl.flock`` on ``RUN_DIR/.lock``: the kernel releases it when the
+    process ends however it ends, so a crashed training leaves no stale lock.
+
+    Raises:
+        OptionError: ``run_dir`` (or a parent) is a file.
+        RunExistsError: ``run_dir`` holds files and ``overwrite`` is false.
+        RunDirError: another training holds the lock.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OptionError(f"--out {run_dir}: is a file, not a run directory")
+    if _entries(run_dir) and not overwrite:  # before writing anything
+        raise RunExistsError(f"{run_dir}: not empty; pass --overwrite to replace it")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OptionError(f"--out {run_dir}: cannot create the run directory: {exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            raise RunDirError(
+                f"{run_dir}: in use by another training (pid {holder}); wait for it to end "
+                "or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        entries = _entries(run_dir)  # again: another training may have ended meanwhile
+        if entries and not overwrite:
+            raise RunExistsError(f"{run_dir}: not empty; pass --overwrite to replace it")
+        for e in entries:
+            if e.is_dir() and not e.is_symlink():
+                shutil.rmtree(e)
+            else:
+                e.unlink()
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the empty lock file stays (harmless, reused)
 
 
 def _resolve(cfg: TrainConfig) -> tuple[ScenarioModel, str, Any, int]:
@@ -139,22 +204,31 @@ def planned_record(cfg: TrainConfig) -> dict[str, Any]:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Train per ``cfg``; returns where the run directory is and how long it took."""
+    # 1. scenario and hyperparameters
+    scenario, scenario_label, hp, timesteps = _resolve(cfg)
+
+    # 2. run directory (locked while we write it)
+    rid = runinfo.run_id(cfg.algo, scenario_label, cfg.seed)
+    run_dir = Path(cfg.out) if cfg.out is not None else DEFAULT_RUNS_DIR / rid
+    with locked_run_dir(run_dir, cfg.overwrite):
+        return _train_into(cfg, run_dir, rid, scenario, scenario_label, hp, timesteps)
+
+
+def _train_into(
+    cfg: TrainConfig,
+    run_dir: Path,
+    rid: str,
+    scenario: ScenarioModel,
+    scenario_label: str,
+    hp: Any,
+    timesteps: int,
+) -> TrainResult:
+    """Steps 2-5 of :func:`train`, in the locked, empty ``run_dir``."""
     import torch
     from edgerl.agents.learned import make_model
     from edgerl.agents.training import ClampedProgressBar, HeldOutEvalCallback, make_train_env
     from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
 
-    # 1. scenario and hyperparameters
-    scenario, scenario_label, hp, timesteps = _resolve(cfg)
-
-    # 2. run directory
-    rid = runinfo.run_id(cfg.algo, scenario_label, cfg.seed)
-    run_dir = Path(cfg.out) if cfg.out is not None else DEFAULT_RUNS_DIR / rid
-    if (run_dir / RUN_JSON).exists() or (run_dir.exists() and any(run_dir.iterdir())):
-        if not cfg.overwrite:
-            raise RunExistsError(f"{run_dir}: not empty; pass --overwrite to replace it")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
     (run_dir / SCENARIO_YAML).write_text(scenario_yaml_text(scenario.cfg), encoding="utf-8")
     source = source_yaml_text(scenario.cfg)
     if source is not None:
@@ -199,10 +273,24 @@ def train(cfg: TrainConfig) -> TrainResult:
     # 4. learn
     t0 = time.perf_counter()
     callbacks = [eval_cb, ckpt_cb] + ([ClampedProgressBar.make()] if cfg.progress_bar else [])
-    model.learn(total_timesteps=timesteps, callback=CallbackList(callbacks), tb_log_name="run")
+    interrupted = False
+    try:
+        model.learn(total_timesteps=timesteps, callback=CallbackList(callbacks), tb_log_name="run")
+    except KeyboardInterrupt:  # Ctrl-C: keep what was learned, and say the run is partial
+        interrupted = True
+        print(
+            f"\ninterrupted after {model.num_timesteps:,} of {timesteps:,} steps; saving the "
+            f"model so far to {run_dir / FINAL_MODEL} (run.json: interrupted)",
+            file=sys.stderr,
+            flush=True,
+        )
     wall_s = time.perf_counter() - t0
     model.save(str(run_dir / FINAL_MODEL))
-    venv.close()
+    try:
+        venv.close()
+    except (EOFError, OSError):  # subprocess workers may have died with the Ctrl-C
+        if not interrupted:
+            raise
     if eval_cb.rows:
         plot_learning_curves(
             {cfg.algo: [run_dir]},
@@ -240,9 +328,18 @@ def train(cfg: TrainConfig) -> TrainResult:
         "n_envs": n_envs,
         "torch_threads": cfg.torch_threads,
         "command": runinfo.command_line(),
+        "interrupted": interrupted,
     }
     record["config_fingerprint"] = config_fingerprint(record)
     (run_dir / RUN_JSON).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return TrainResult(
-        run_dir, wall_s, timer.env_time_s, eval_cb.eval_time_s, eval_cb.best, eval_cb.rows
+        run_dir,
+        wall_s,
+        timer.env_time_s,
+        eval_cb.eval_time_s,
+        eval_cb.best,
+        eval_cb.rows,
+        interrupted=interrupted,
+        timesteps_done=int(model.num_timesteps),
+        timesteps=timesteps,
     )

@@ -476,14 +476,29 @@ def load_all(root: Path = DATA_DIR) -> dict[tuple[str, str, str], LayerProfile]:
     return out
 
 
+def profiles_on_offer(model: str, variant: str, roots: Sequence[Path]) -> str:
+    """What the folders ``roots`` hold for ``model``/``variant``, for an error message: the
+    hardware names of that model and variant, else the variants of that model, else the
+    models (one short line however many profiles are shipped)."""
+    files = [f for r in roots for f in iter_profile_files(r)]
+    same_model = [f for f in files if f.parent.parent.name == model]
+    hardware = sorted({f.stem for f in same_model if f.parent.name == variant})
+    if hardware:
+        return f"hardware with {model}/{variant} profiles: {', '.join(hardware)}"
+    if same_model:
+        variants = sorted({f.parent.name for f in same_model})
+        return f"variants of {model} with profiles: {', '.join(variants)}"
+    models = sorted({f.parent.parent.name for f in files})
+    return (
+        f"no profile of model {model!r} at all; models with profiles: {', '.join(models) or 'none'}"
+    )
+
+
 def find_profile(model: str, variant: str, hardware: str, root: Path = DATA_DIR) -> LayerProfile:
     p = profile_path(model, variant, hardware, root)
     if not p.exists():
-        have = sorted(
-            {f"{f.parent.parent.name}/{f.parent.name}/{f.stem}" for f in iter_profile_files(root)}
-        )
         raise ProfileError(
             f"no profile for model={model!r} variant={variant!r} hardware={hardware!r} "
-            f"(looked for {p}); available: {', '.join(have) or 'none'}"
+            f"(looked for {p}); {profiles_on_offer(model, variant, [root])}"
         )
     return _check_location(load_profile(p), p)

@@ -206,7 +206,7 @@ def test_cli_train_reports_a_missing_dataset_in_one_line(tmp_path: Path) -> None
         app, ["cifar", "train", "--model", "resnet_c10", "--data", str(tmp_path), "--out",
               str(tmp_path / "out")],
     )  # fmt: skip
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "cifar10-jpeg-train.tar.gz" in res.output and "Traceback" not in res.output
 
 

@@ -117,5 +117,9 @@ def test_demo_end_to_end_on_the_toy_scenario(tmp_path):
     doc = json.loads((tmp_path / "compare" / "comparison.json").read_text())
     assert len(doc["policies"]) == 1 + len(list_baselines(include_expensive=False))
     assert summary["total_wall_time_s"] > summary["train_wall_time_s"] > 0
+    parts = ("train_wall_time_s", "compare_wall_time_s", "export_wall_time_s")
+    assert summary["export_wall_time_s"] > 0  # the export is part of the demo's wall time
+    assert summary["total_wall_time_s"] >= sum(summary[k] for k in parts)
+    assert (tmp_path / "train-maskable_ppo-s0" / "planner" / "planner.json").is_file()
     assert (tmp_path / "demo_summary.json").is_file()
     assert summary["eval_horizon_simulated_s"] == doc["horizon_s"] == 120.0

@@ -374,4 +374,4 @@ def test_derive_cli_writes_rpi_profiles_and_keeps_measured_ones(tmp_path: Any) -
     assert res.exit_code == 0 and "kept" in res.output
     assert not load_profile(data / "resnet18_me" / "fp32" / "device-rpi4.json").hardware.derived
     res = CliRunner().invoke(app, ["derive", "--to", "device-rpi9", "--data-dir", str(data)])
-    assert res.exit_code == 1 and "unknown derived hardware 'device-rpi9'" in res.output
+    assert res.exit_code == 2 and "unknown derived hardware 'device-rpi9'" in res.output

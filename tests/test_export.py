@@ -415,7 +415,7 @@ def test_cli_export_plan_and_bench_on_a_shipped_scenario(root, tmp_path):
 
 def test_cli_export_reports_errors(tmp_path):
     res = CliRunner().invoke(app, ["export", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert "does not exist" in res.output
 
 

@@ -479,7 +479,7 @@ def test_cli_plan_errors(planner_dir, tmp_path, text, message):
     f = tmp_path / "state.json"
     f.write_text(text)
     res = CliRunner().invoke(app, ["plan", str(planner_dir), "--state", str(f)])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     assert message in res.output
 
 
@@ -489,7 +489,7 @@ def test_cli_plan_on_a_tampered_artefact(planner_dir, state, tmp_path):
     f = tmp_path / "state.json"
     f.write_text(json.dumps(state))
     res = CliRunner().invoke(app, ["plan", str(planner_dir), "--state", str(f)])
-    assert res.exit_code == 1 and "checksum mismatch" in res.output
+    assert res.exit_code == 2 and "checksum mismatch" in res.output
 
 
 def test_plan_warns_once_on_a_state_outside_the_training_range(planner_dir):
@@ -529,7 +529,7 @@ def test_example_state_is_a_valid_state(planner_dir):
     runner = CliRunner()
     res = runner.invoke(app, ["plan", str(planner_dir), "--example-state"])
     assert res.exit_code == 0, res.output
-    state = json.loads(res.output)
+    state = json.loads(res.stdout)
     planner = Planner.load(planner_dir)
     assert set(state) == {f.name for f in planner.features}
     planner.plan(state)  # valid, no exception

@@ -203,8 +203,8 @@ def test_cli_profile_rejects_unknown_model_and_variant() -> None:
     from typer.testing import CliRunner
 
     r = CliRunner().invoke(app, ["profile", "--model", "vgg16"])
-    assert r.exit_code == 1 and "unknown model" in r.output
+    assert r.exit_code == 2 and "unknown model" in r.output
     r = CliRunner().invoke(app, ["profile", "--model", "alexnet_me", "--variant", "fp16"])
-    assert r.exit_code == 1 and "no variant" in r.output
+    assert r.exit_code == 2 and "no variant" in r.output
     r = CliRunner().invoke(app, ["profile", "--model", "alexnet_me", "--batch-sizes", "4,2"])
-    assert r.exit_code == 1 and "batch-sizes" in r.output
+    assert r.exit_code == 2 and "batch-sizes" in r.output

@@ -346,7 +346,7 @@ def test_fit_report_cli_writes_json_and_model(tmp_path: Any) -> None:
     assert rep["whole_model"]["overall"]["n"] == len(zoo()) * len(BATCHES)
     assert LatencyModel.load(model).hardware == "synthetic-hw"
     res = CliRunner().invoke(app, [*args[:2], "nowhere", *args[3:]])
-    assert res.exit_code == 1 and "no measured profiles" in res.output
+    assert res.exit_code == 2 and "no measured profiles" in res.output
 
 
 def test_peak_activation_raises_activation_traffic() -> None:

@@ -130,7 +130,7 @@ def test_cli_profile_errors_are_one_line(
 ) -> None:
     monkeypatch.chdir(ARCHS_FILE.parent)  # dotted specs import from the working directory
     res = run("profile", *TINY_ARGS, *args)
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
     error = res.output[res.output.index("error:") :]
     assert error.count("\n") == 1, error  # one line
@@ -289,14 +289,14 @@ def test_cli_import_writes_a_profile_and_reports(
     # a failed import still shows what did and did not match, then a one-line error
     bad = write(tmp_path, HEAD + "conv1,1,0.1\n", "bad.csv")
     res = run("profile", "import", str(bad), "--base", str(base), "--hardware", "jetson")
-    assert res.exit_code == 1 and "without layers" in res.output
+    assert res.exit_code == 2 and "without layers" in res.output
     assert "error: " in res.output and "--fill-missing" in res.output
     res = run("profile", "import", str(write(tmp_path, "layer\n", "h.csv")), "--base",
               str(base), "--hardware", "j")  # fmt: skip
-    assert res.exit_code == 1 and "h.csv:1: missing column 'batch_size'" in res.output
+    assert res.exit_code == 2 and "h.csv:1: missing column 'batch_size'" in res.output
     res = run("profile", "import", str(csv), "--base", str(tmp_path / "nope.json"),
               "--hardware", "j")  # fmt: skip
-    assert res.exit_code == 1 and "cannot read profile" in res.output
+    assert res.exit_code == 2 and "cannot read profile" in res.output
 
 
 def test_map_layers_lists_entries_without_layers(resnet_profile: LayerProfile) -> None:
@@ -391,7 +391,7 @@ def test_derive_reports_a_broken_user_table(tmp_path: Path) -> None:
     path = tmp_path / "my-devices.yaml"
     path.write_text(text, encoding="utf-8")
     res = run("derive", "--devices", str(path), "--to", "my-gpu", "--data-dir", str(tmp_path))
-    assert res.exit_code == 1 and res.output.startswith("error:")
+    assert res.exit_code == 2 and res.output.startswith("error:")
     # one message (cmd_fit's console wraps long lines at 80 columns when not on a terminal)
     flat = " ".join(res.output.split())
     assert "devices.my-gpu.peak_fp32_flops_per_s.value': no value (null)" in flat
@@ -413,7 +413,7 @@ def test_device_template_parses_once_filled(method: str) -> None:
 
 def test_device_template_rejects_unknown_methods() -> None:
     res = run("device-template", "--method", "fpga")
-    assert res.exit_code == 1 and "--method must be one of" in res.output
+    assert res.exit_code == 2 and "--method must be one of" in res.output
 
 
 def test_profiles_reject_malformed_optional_fields(resnet_profile: LayerProfile) -> None:

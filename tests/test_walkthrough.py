@@ -19,7 +19,7 @@ TRACES = Path(__file__).resolve().parents[1] / "envs" / "data" / "traces" / "nor
 def _ok(*args: str) -> str:
     res = CliRunner().invoke(app, list(args))
     assert res.exit_code == 0, f"edgerl {' '.join(args)}\n{res.output}\n{res.exception!r}"
-    return res.output
+    return res.stdout  # warnings (a state outside the training range, ...) go to stderr
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,16 @@ def test_walkthrough(study: Path) -> None:
     (d / "state.json").write_text(state)
     plan = json.loads(_ok("plan", f"{d}/planner", "--state", f"{d}/state.json"))
     assert plan["variant"] == "fp32"
+    # 5. other measurements, the scenario unedited (README's two Irish 5G logs)
+    more = d / "more-traces"
+    more.mkdir()
+    for name in ("B_2020.02.13_13.03.24.csv", "B_2020.02.14_07.29.00.csv"):
+        shutil.copy(TRACES.parent / "irish-5g" / name, more / name)
+    _ok(
+        "evaluate", "--policy", str(run), "--uplink-traces", str(more),
+        "--trace-column", "UL_bitrate", "--episodes", "1", "--horizon-s", "10",
+        "--json", f"{d}/eval-more.json",
+    )  # fmt: skip
+    ev = json.loads((d / "eval-more.json").read_text())
+    base = json.loads((d / "eval.json").read_text())  # step 4, the scenario's own traces
+    assert ev["policies"] and ev["scenario_fingerprint"] != base["scenario_fingerprint"]

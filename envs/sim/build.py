@@ -105,8 +105,12 @@ def scenario_model(name_or_path: str) -> ScenarioModel:
     return ScenarioModel.from_config(load_scenario(name_or_path))
 
 
-def link_traces(bw: BandwidthConfig, split: Split) -> list[BandwidthTrace]:
-    """The traces of a trace-driven link for ``split``: the user's files or a shipped family."""
+def link_traces(
+    bw: BandwidthConfig, split: Split, where: str = "bandwidth"
+) -> list[BandwidthTrace]:
+    """The traces of a trace-driven link for ``split``: the user's files or a shipped family.
+
+    ``where`` (the scenario file and the link's dotted key) starts every error message."""
     from edgerl.envs.traces import load_trace_set, user_trace_set  # numpy-only module
 
     try:
@@ -125,7 +129,7 @@ def link_traces(bw: BandwidthConfig, split: Split) -> list[BandwidthTrace]:
         return load_trace_set(bw.trace_family, split, direction=bw.direction)
     except (KeyError, ValueError) as exc:
         what = f"trace_family {bw.trace_family!r}" if bw.trace_family else "trace_files"
-        raise ConfigError(f"bandwidth {what}: {exc}") from exc
+        raise ConfigError(f"{where}.{what}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -165,11 +169,11 @@ def _constant(bw: BandwidthConfig, n: int) -> list[BandwidthSource]:
 
 
 def _sources(
-    bw: BandwidthConfig, n: int, split: Split, rng: np.random.Generator
+    bw: BandwidthConfig, n: int, split: Split, rng: np.random.Generator, where: str
 ) -> list[BandwidthSource]:
     if bw.constant_mbps is not None:
         return _constant(bw, n)
-    traces = link_traces(bw, split)
+    traces = link_traces(bw, split, where)
     return _trace_sources(traces, _draw_links(traces, n, rng), bw.scale)
 
 
@@ -255,13 +259,13 @@ def build_simulator(
     elif up_bw.constant_mbps is not None:
         uplinks = _constant(up_bw, n)
     else:
-        up_traces = link_traces(up_bw, split)
+        up_traces = link_traces(up_bw, split, f"{cfg.path}: network.uplink")
         up_draws = _draw_links(up_traces, n, rng)
         if uplink_pin is not None:
             up_draws[0] = _check_pin(uplink_pin, up_traces)
         uplinks = _trace_sources(up_traces, up_draws, up_bw.scale)
     if net.paired_links and down_bw.constant_mbps is None:
-        down_traces = link_traces(down_bw, split)
+        down_traces = link_traces(down_bw, split, f"{cfg.path}: network.downlink")
         if len(down_traces) != len(up_traces) or not up_draws:
             raise ConfigError(
                 f"{cfg.path}: network.paired_links needs trace-driven up- and downlinks with as "
@@ -271,8 +275,8 @@ def build_simulator(
         downlinks = _trace_sources(down_traces, down_draws, down_bw.scale)
     else:
         # The downlink of a device follows the same draw discipline, independently.
-        downlinks = _sources(down_bw, n, split, rng)
-    (wan,) = _sources(net.wan, 1, split, rng)
+        downlinks = _sources(down_bw, n, split, rng, f"{cfg.path}: network.downlink")
+    (wan,) = _sources(net.wan, 1, split, rng, f"{cfg.path}: network.wan")
     if rand.uplink_scale_range:
         low, high = rand.uplink_scale_range
         factor = float(np.exp(rng.uniform(np.log(low), np.log(high))))
