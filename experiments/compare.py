@@ -67,12 +67,13 @@ TERMINAL_COLUMNS: tuple[tuple[str, str], ...] = (
     ("goodput_per_s", "good/s"),
     ("slo_p99_attained", "p99 met"),
     ("accuracy", "acc"),
-    ("energy_mj_per_request", "mJ/req"),
-    ("bytes_per_request", "kB/req"),
-    ("raw_input_left_fraction", "raw out"),
     ("dropped_per_episode", "drop/ep"),
     ("in_flight_at_horizon_per_episode", "unfin@h"),
 )
+#: Policy names up to this long get a line of their own in the terminal table [characters].
+POLICY_COLUMN_MAX = 28
+#: In the CSV, JSON and Markdown outputs only (the terminal table fits 100 columns).
+FILE_ONLY_COLUMNS = ("energy_mj_per_request", "bytes_per_request", "raw_input_left_fraction")
 PLAN_DIMENSIONS = ("variant", "exit", "placement", "device-edge cut", "batch", "cache")
 MAX_TIMELINE_POLICIES = 6
 TIME_BINS = 30
@@ -188,8 +189,9 @@ def table_cells(
 
 
 def rich_table(doc: dict[str, Any]) -> Any:
-    """The terminal table (:data:`TERMINAL_COLUMNS`, about 125 characters wide); the JSON and
-    the Markdown table of ``compare`` have every metric with its CI."""
+    """The terminal table (:data:`TERMINAL_COLUMNS`, at most 100 characters wide with policy
+    names of up to 28 characters); energy, bytes and raw-input share
+    (:data:`FILE_ONLY_COLUMNS`) and every CI are in the JSON, CSV and Markdown outputs."""
     from rich import box
     from rich.table import Table
 
@@ -204,10 +206,12 @@ def rich_table(doc: dict[str, Any]) -> Any:
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
+        padding=(0, 1, 0, 0),
     )
+    longest = max((len(r[0]) for r in rows), default=len(header[0]))
     for i, h in enumerate(header):
-        if i == 0:
-            t.add_column(h, overflow="fold")
+        if i == 0:  # names up to POLICY_COLUMN_MAX characters stay on one line
+            t.add_column(h, overflow="fold", min_width=min(longest, POLICY_COLUMN_MAX))
         else:
             t.add_column(h, justify="right", no_wrap=True, min_width=len(h))
     for r in rows:
@@ -218,10 +222,11 @@ def rich_table(doc: dict[str, Any]) -> Any:
 def write_csv(doc: dict[str, Any], path: Path) -> Path:
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["policy", *[f"{m}{s}" for m in METRICS for s in ("", "_ci_low", "_ci_high")]])
+        names = [*METRICS, "utility_pooled"]
+        w.writerow(["policy", *[f"{m}{s}" for m in names for s in ("", "_ci_low", "_ci_high")]])
         for lbl, pd in doc["policies"].items():
             row: list[Any] = [lbl]
-            for m in METRICS:
+            for m in names:
                 e = pd["metrics"][m]
                 ci = e["ci95"] or [None, None]
                 row += [e["mean"], ci[0], ci[1]]

@@ -67,7 +67,7 @@ def test_csv_schema(result):
     header = rows[0]
     assert header[0] == "policy"
     assert header[1:4] == ["utility_mean", "utility_mean_ci_low", "utility_mean_ci_high"]
-    assert len(header) == 1 + 3 * len(METRICS)
+    assert len(header) == 1 + 3 * (len(METRICS) + 1)
     assert [r[0] for r in rows[1:]] == [s.split(":", 1)[1] for s in POLICIES]
     assert all(len(r) == len(header) for r in rows)
 
@@ -123,3 +123,36 @@ def test_demo_end_to_end_on_the_toy_scenario(tmp_path):
     assert (tmp_path / "train-maskable_ppo-s0" / "planner" / "planner.json").is_file()
     assert (tmp_path / "demo_summary.json").is_file()
     assert summary["eval_horizon_simulated_s"] == doc["horizon_s"] == 120.0
+
+
+def test_the_terminal_comparison_table_fits_100_columns():
+    """Issue 23: policy names of up to 28 characters stay on one line at 100 columns."""
+    import io
+
+    from edgerl.agents.evaluation import METRICS
+    from edgerl.experiments.compare import TERMINAL_COLUMNS, rich_table
+    from rich.console import Console
+
+    names = ["maskable_ppo:camera-fleet-s0", "composite-rayserve", "edgent-dynamic"]
+    typical = {"utility_pooled": 0.543, "latency_p95_ms": 193.4, "goodput_per_s": 71.47}
+    typical |= {"dropped_per_episode": 1103.3, "in_flight_at_horizon_per_episode": 7.7}
+    keys = [*METRICS, "utility_pooled"]
+
+    def metric(k: str) -> dict:
+        v = typical.get(k, 0.954)
+        return {"mean": v, "ci95": [v - 0.0051, v + 0.0051]}
+
+    doc = {
+        "scenario_name": "camera-fleet-lte",
+        "seeds": [100, 101, 102],
+        "episodes_per_seed": 1,
+        "horizon_s": 120.0,
+        "policies": {n: {"metrics": {k: metric(k) for k in keys}} for n in names},
+    }
+    buf = io.StringIO()
+    Console(file=buf, width=100, force_terminal=False).print(rich_table(doc))
+    lines = buf.getvalue().splitlines()
+    assert max(len(x) for x in lines) <= 100
+    for n in names:  # each name whole on one line
+        assert any(n in x for x in lines), n
+    assert all(h in buf.getvalue() for _, h in TERMINAL_COLUMNS)
