@@ -1,8 +1,8 @@
 """The console the commands print their tables with.
 
-Tables are designed for a 100-column terminal. On a terminal rich uses its width. When the output is redirected (a
-pipe, a log file, CI) rich would assume 80 columns; redirected output gets ``COLUMNS`` columns
-if that variable is set, else :data:`REDIRECTED_WIDTH`.
+Tables are designed for a 100-column terminal. On a terminal rich uses its width. When the
+output is redirected (a pipe, a log file, CI) rich would assume 80 columns; redirected output
+gets ``COLUMNS`` columns if that variable is set, else :data:`REDIRECTED_WIDTH`.
 """
 
 from __future__ import annotations
