@@ -201,7 +201,7 @@ def rich_table(doc: dict[str, Any]) -> Any:
         title=(
             f"{doc['scenario_name']}: held-out traces, seeds {doc['seeds']}, "
             f"{doc['episodes_per_seed']} episode(s)/seed of {doc['horizon_s']:.0f} s; "
-            "utility mean ± 95% CI half-width, other columns means"
+            "U = utility per request pooled over every request ± 95% CI, other columns means"
         ),
         title_justify="left",
         box=box.SIMPLE_HEAD,
