@@ -245,7 +245,9 @@ class EdgeServer:
             if self.epoch_s is None:
                 self.epoch_s = float(hello["epoch_s"])
             links = self.setup.links[device]
-            link = ShapedLink(writer, links.downlink, links.access_one_way_s, self.epoch_s)
+            # the downlink replays the trace on this device's clock; the WAN on the first one's
+            epoch = float(hello["epoch_s"])
+            link = ShapedLink(writer, links.downlink, links.access_one_way_s, epoch)
             conn = _DeviceConn(device, link)
             link.send(
                 encode_frame(Frame(Kind.WELCOME, 0, {"role": "edge", "edge_state": self.state()}))
