@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import typer
-from edgerl.experiments.cli import app
+from edgerl.experiments.cli import app, bench_app
 
 runtime_app = typer.Typer(
     help="Split-inference runtime: device, edge and cloud processes running real model segments.",
@@ -143,3 +143,45 @@ def run_cmd(
         f"{done['edge'].get('cpus')} (of {len(os.sched_getaffinity(0))}); log {log}"
     )
     typer.echo(stage_table(read_log(log)))
+
+
+@bench_app.command("runtime")
+def bench_runtime_cmd(
+    scenario: str = _SCENARIO, set_: list[str] = _SET, seed: int = _SEED,
+    variant: str = typer.Option("fp32", "--variant"),
+    rates: str = typer.Option("50,100,200,400", "--rates", help="offered loads [requests/s]"),
+    duration_s: float = typer.Option(3.0, "--duration-s", help="seconds per offered load"),
+    budget_ms: float = typer.Option(100.0, "--budget-ms", help="latency budget [ms]"),
+    batch: int = typer.Option(8, "--batch", help="batch size with batching on"),
+    window_ms: float = typer.Option(10.0, "--window-ms", help="batching window with it on [ms]"),
+    out: Path = typer.Option(Path("runs/bench/runtime.json"), "--out"),
+) -> None:  # fmt: skip
+    """Edge server requests/s within a latency budget, batching off vs on, in one run."""
+    from edgerl.experiments import runinfo
+    from edgerl.runtime.bench import bench_runtime
+
+    try:
+        rate_list = tuple(float(r) for r in rates.split(","))
+    except ValueError:
+        raise _fail(f"--rates {rates!r}: expected comma-separated numbers") from None
+    try:
+        res = bench_runtime(scenario, tuple(set_), variant, rate_list, duration_s, budget_ms,
+                            batch, window_ms, seed)  # fmt: skip
+    except _errors() as exc:
+        raise _fail(str(exc)) from None
+    res.date = runinfo.now_iso()
+    res.command = runinfo.command_line()
+    typer.echo(f"{'batching':<9} {'offered/s':>9} {'done':>6} {'p50 ms':>8} {'p95 ms':>8} "
+               f"{'good/s':>8}")  # fmt: skip
+    for label, points in res.points.items():
+        for p in points:
+            typer.echo(
+                f"{label:<9} {p.offered_per_s:>9.0f} {p.completed:>6} {p.p50_ms:>8.1f} "
+                f"{p.p95_ms:>8.1f} {p.goodput_per_s:>8.1f}"
+            )
+    ratio = "n/a" if res.ratio_on_off is None else f"{res.ratio_on_off:.2f}x"
+    typer.echo(
+        f"goodput within {budget_ms:g} ms (p95 within budget): off {res.goodput_per_s['off']:.1f}"
+        f"/s, on (b{batch}, {window_ms:g} ms) {res.goodput_per_s['on']:.1f}/s; on/off {ratio}"
+    )
+    typer.echo(f"wrote {runinfo.write_result_json(res, out)}")

@@ -334,6 +334,21 @@ def test_binding_elsewhere_needs_a_token() -> None:
     assert [default_cpus(r, [0, 1, 2, 3]) for r in ("device", "edge", "cloud")] == [[0], [1], [2]]
 
 
+def test_bench_runtime_reports_both_configurations_side_by_side() -> None:
+    """Structure only: the numbers are measurements (never asserted in tests)."""
+    from edgerl.runtime.bench import bench_runtime
+
+    res = bench_runtime(
+        "edgent-rpi", ("model.variants=[fp32]",), rates_per_s=(20.0,), duration_s=0.4,
+        budget_ms=1000.0, batch_on=4, window_ms=5.0,
+    )  # fmt: skip
+    assert set(res.points) == set(res.goodput_per_s) == {"off", "on"}
+    for points in res.points.values():
+        (p,) = points
+        assert p.sent > 0 and p.completed <= p.sent and p.within_budget <= p.completed
+    json.dumps(res.__dict__, default=lambda o: o.__dict__)
+
+
 # ---- processes (slow) ---------------------------------------------------------------------
 
 
