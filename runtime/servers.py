@@ -263,6 +263,8 @@ class EdgeServer:
                 await write_frame(writer, _error(0, f"protocol: {exc}"))
         except (ConnectionError, OSError) as exc:
             self.connection_errors.append(f"connection: {exc}")
+        except asyncio.CancelledError:
+            pass  # server shutdown: the connection ends here (a top-level handler)
         finally:
             if conn is not None:
                 conn.open = False
@@ -503,6 +505,8 @@ class CloudServer:
                 await write_frame(writer, _error(0, f"protocol: {exc}"))
         except (ConnectionError, OSError) as exc:
             self.connection_errors.append(f"connection: {exc}")
+        except asyncio.CancelledError:
+            pass  # server shutdown: the connection ends here (a top-level handler)
         finally:
             if link is not None:
                 await link.flush(timeout_s=2.0)
