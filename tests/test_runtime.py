@@ -83,6 +83,25 @@ class Cycle:
         return self.plans[(self.i - 1) % len(self.plans)]
 
 
+def test_workload_and_links_are_the_simulators_episode(setup: Setup) -> None:
+    """Same seed: the simulator's arrivals (times, apps, inputs, images) and traces."""
+    from edgerl.envs.sim.build import build_simulator
+
+    sim = build_simulator(setup.model, setup.seed, setup.split)
+    seen = []
+    while (req := sim.next_decision()) is not None and req.arrival_s < 2.0:
+        if req.device == 0:
+            seen.append((req.arrival_s, req.app, req.input_id, sim.image_of[req.input_id]))
+        sim.apply(0)
+    ours = [(a.time_s, a.app, a.input_id, a.image) for a in arrivals(setup, 0, 2.0)]
+    assert len(ours) > 30
+    assert [s[1:] for s in seen] == [o[1:] for o in ours]
+    np.testing.assert_allclose([s[0] for s in seen], [o[0] for o in ours], rtol=0, atol=1e-9)
+    up = sim.devices[0].uplink.bandwidth
+    for t in (0.0, 0.7, 5.3, 60.0):
+        assert setup.links[0].uplink.mbps_at(t) == up.mbps_at(t)
+
+
 # ---- segments ---------------------------------------------------------------------------
 
 
