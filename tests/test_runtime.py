@@ -431,3 +431,28 @@ def test_killed_edge_process_device_accounts_for_everything(tmp_path: Path) -> N
     recs = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(recs) == done["sent"]
     assert all(r["drop_reason"].startswith("connection_lost") for r in recs if r["drop_reason"])
+
+
+@pytest.mark.slow
+def test_int8_cut_tensors_cross_frames_as_quint8() -> None:
+    """int8 (loading it converts FX observers: ~15 s): quint8 cut tensors and their scale."""
+    from edgerl.runtime.frames import DType, decode_frame, encode_frame
+    from edgerl.runtime.segments import frame_of, tensor_of
+
+    s = ModelStore("balexnet_c10")
+    net = s.net("int8")
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        want = net(x.float() / 255)[-1].argmax(1).tolist()
+    plan = PlanSpec(0, "int8", 4, 7, 2, 5, 1, "none")
+    _, h = run_segment(s, plan, "device", x)
+    assert h is not None
+    got = []
+    for k in range(2):
+        frame = decode_frame(encode_frame(frame_of(Kind.WORK, k, {}, h[k])))
+        assert frame.dtype == DType.QUINT8 and frame.meta["q_scale"] == h.q_scale()
+        got.append(tensor_of(frame).unsqueeze(0))
+    _, h2 = run_segment(s, plan, "edge", torch.cat(got))
+    assert h2 is not None
+    answers, rest = run_segment(s, plan, "cloud", h2)
+    assert rest is None and [a.prediction for a in answers if a] == want
