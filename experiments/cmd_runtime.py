@@ -185,3 +185,36 @@ def bench_runtime_cmd(
         f"/s, on (b{batch}, {window_ms:g} ms) {res.goodput_per_s['on']:.1f}/s; on/off {ratio}"
     )
     typer.echo(f"wrote {runinfo.write_result_json(res, out)}")
+
+
+@app.command("fidelity")
+def fidelity_cmd(
+    scenario: str = _SCENARIO, set_: list[str] = _SET, seed: int = _SEED, split: str = _SPLIT,
+    plans: str | None = typer.Option(None, "--plans", help="plan indices (default: a grid)"),
+    duration_s: float = typer.Option(5.0, "--duration-s"), data: str | None = _DATA,
+    out: Path = typer.Option(Path("runs/fidelity/fidelity.json"), "--out"),
+) -> None:  # fmt: skip
+    """The same workload through the runtime and the simulator: per-plan latency errors."""
+    from edgerl.experiments import runinfo
+    from edgerl.runtime.fidelity import fidelity
+
+    try:
+        idx = [int(p) for p in plans.split(",")] if plans else None
+    except ValueError:
+        raise _fail(f"--plans {plans!r}: expected comma-separated plan indices") from None
+    try:
+        res = fidelity(scenario, list(set_), idx, seed, duration_s, split, data)
+    except _errors() as exc:
+        raise _fail(str(exc)) from None
+    res.date, res.command = runinfo.now_iso(), runinfo.command_line()
+    typer.echo(f"{'plan':<58} {'n':>4} {'rt ms':>7} {'sim ms':>7} {'err p50':>8} {'err p95':>8}")
+    for p in res.plans:
+        typer.echo(
+            f"{p.plan[:58]:<58} {p.n_matched:>4} {p.runtime_median_ms:>7.1f} "
+            f"{p.simulator_median_ms:>7.1f} {p.rel_error_median:>8.1%} {p.rel_error_p95:>8.1%}"
+        )
+    typer.echo(
+        f"overall relative error of end-to-end latency: median "
+        f"{res.overall_rel_error_median:.1%}, p95 {res.overall_rel_error_p95:.1%}"
+    )
+    typer.echo(f"wrote {runinfo.write_result_json(res, out)}")

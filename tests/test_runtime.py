@@ -368,6 +368,22 @@ def test_bench_runtime_reports_both_configurations_side_by_side() -> None:
     json.dumps(res.__dict__, default=lambda o: o.__dict__)
 
 
+def test_fidelity_grid_and_simulator_side() -> None:
+    from edgerl.envs.sim.build import ScenarioModel
+    from edgerl.runtime.fidelity import default_grid, host_overrides, simulate
+    from edgerl.runtime.workload import load_config
+
+    sets = [*OVERRIDES, *host_overrides(2.0), "devices.active_power_w=5.4"]
+    model = ScenarioModel.from_config(load_config("edgent-rpi", sets))
+    grid = default_grid(model)
+    plans = [model.plans[i] for i in grid]
+    assert len(set(grid)) == len(grid) >= 4
+    assert any(p.cut_edge == p.n_units for p in plans) and any(p.uses_cloud for p in plans)
+    done = simulate(model, grid[0], 3, "eval")
+    ours = arrivals(build_setup("edgent-rpi", sets, 3), 0, 2.0)
+    assert sorted(done) == [a.request_id for a in ours]  # the same requests on both sides
+
+
 # ---- processes (slow) ---------------------------------------------------------------------
 
 
