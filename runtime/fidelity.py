@@ -71,17 +71,19 @@ def host_overrides(duration_s: float) -> list[str]:
 
 def default_grid(model: ScenarioModel) -> list[int]:
     """Fixed plans of the catalogue: device only, raw input to the edge, a device/edge cut,
-    the cloud path and an early exit (the first of each kind the catalogue offers)."""
+    the cloud path (each at the deepest exit offered) and an early exit (exit 0, raw input to
+    the edge)."""
     kinds = [
         lambda p: p.cut_edge == p.n_units and p.threshold is None,
         lambda p: p.cut_edge == 0 and p.cut_cloud == p.n_units and p.threshold is None,
         lambda p: 0 < p.cut_edge < p.cut_cloud == p.n_units and p.threshold is None,
         lambda p: p.cut_cloud < p.n_units and p.threshold is None,
-        lambda p: p.exit_index == 0 and p.cut_edge == 0 and p.threshold is None,
+        lambda p: p.exit_index == 0 and p.cut_edge == 0 < p.cut_cloud and p.threshold is None,
     ]
     out: list[int] = []
+    deepest_first = sorted(model.plans, key=lambda p: (-p.exit_index, p.index))
     for want in kinds:
-        idx = next((p.index for p in model.plans if want(p) and model.static_mask[p.index]), None)
+        idx = next((p.index for p in deepest_first if want(p) and model.static_mask[p.index]), None)
         if idx is not None and idx not in out:
             out.append(idx)
     return out
