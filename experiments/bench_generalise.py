@@ -5,6 +5,11 @@ Train on one setting, then evaluate on *sets* of held-out traces the policy neve
 - ``held-out``: the scenario's own held-out uplink traces (in distribution, for reference);
 - ``scale-x<f>``: the same held-out traces with every uplink sample multiplied by ``f``
   (default 0.25, 0.5, 2, 4): slower and faster versions of the links it knows;
+- ``family-<family>``: the policy trained on the scenario as configured (no retraining),
+  evaluated on the held-out traces of another shipped family as uplink (``--unseen``;
+  :data:`FAMILY_UPLINKS` says how each family serves as an uplink): the new user's trial of
+  issue 19, on real links of another kind (e.g. FCC broadband, mean 0.3-2.7 Mbit/s, slower
+  than most of ``camera-lte``'s LTE training traces);
 - ``lofo-<family>`` (leave one family out): the policy is trained with its uplink drawn over
   the *other* shipped families (``randomization.uplink_families``), then evaluated on the
   held-out traces of ``<family>`` as uplink (:data:`FAMILY_UPLINKS` says how each family
@@ -85,6 +90,8 @@ class GeneraliseConfig:
     which: Which = "final"
     families: tuple[str, ...] = tuple(FAMILY_UPLINKS)
     """left out one at a time (empty: no leave-one-family-out sets)"""
+    unseen: tuple[str, ...] = ()
+    """families met as uplink by the policy trained on the scenario as configured"""
     scales: tuple[float, ...] = DEFAULT_SCALES
     references: tuple[str, ...] = DEFAULT_REFERENCES
     oracle: bool = False
@@ -113,7 +120,7 @@ class GeneralisationSet:
     """One evaluation set: the setting trained on (overrides) and the overrides of its episodes."""
 
     name: str
-    kind: str  # "in-distribution" | "scaled" | "leave-one-family-out"
+    kind: str  # "in-distribution" | "scaled" | "unseen-family" | "leave-one-family-out"
     train_set: tuple[str, ...]
     eval_set: tuple[str, ...]
 
@@ -126,13 +133,15 @@ def generalisation_sets(cfg: GeneraliseConfig) -> list[GeneralisationSet]:
     """The sets of ``cfg`` in report order (checked: unknown families and bad factors fail).
 
     Raises:
-        OptionError: an unknown family, a factor <= 0, or a scaled set on a constant uplink.
+        OptionError: an unknown family (``--families``, ``--unseen``), a factor <= 0, or a
+            scaled set on a constant uplink.
     """
-    unknown = [f for f in cfg.families if f not in FAMILY_UPLINKS]
-    if unknown:
-        raise OptionError(
-            f"--families: unknown {unknown}; shipped families: {', '.join(FAMILY_UPLINKS)}"
-        )
+    for flag, names in (("--families", cfg.families), ("--unseen", cfg.unseen)):
+        unknown = [f for f in names if f not in FAMILY_UPLINKS]
+        if unknown:
+            raise OptionError(
+                f"{flag}: unknown {unknown}; shipped families: {', '.join(FAMILY_UPLINKS)}"
+            )
     if any(not f > 0 for f in cfg.scales):
         raise OptionError(f"--scales: factors must be > 0, got {list(cfg.scales)}")
     if len(cfg.families) == 1:
@@ -147,6 +156,15 @@ def generalisation_sets(cfg: GeneraliseConfig) -> list[GeneralisationSet]:
                 "scaled",
                 cfg.train_set,
                 (f"network.uplink.scale={base_scale * f!r}",),
+            )
+        )
+    for fam in cfg.unseen:
+        out.append(
+            GeneralisationSet(
+                f"family-{fam}",
+                "unseen-family",
+                cfg.train_set,
+                (f"network.uplink={_link_value(FAMILY_UPLINKS[fam])}",),
             )
         )
     for left_out in cfg.families:
@@ -195,6 +213,19 @@ def _summary(entry: dict[str, Any]) -> dict[str, Any]:
         "by_family": entry.get("by_family"),
         "by_trace": entry.get("by_trace"),
     }
+
+
+def _learned_by_trace(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per held-out trace: U of each training seed's run and their mean (stratified only)."""
+    out: dict[str, Any] = {}
+    for e in entries:
+        for trace, v in (e.get("by_trace") or {}).items():
+            slot = out.setdefault(trace, {"per_training_seed": [], "n_episodes": v["n_episodes"]})
+            slot["per_training_seed"].append(v["utility_mean"]["mean"])
+    for slot in out.values():
+        us = slot["per_training_seed"]
+        slot["utility_mean"] = sum(us) / len(us)
+    return out
 
 
 def evaluate_set(
@@ -251,6 +282,7 @@ def evaluate_set(
             entry[f"gain_vs_{ref}"] = _gain(mean, base[ref])[0]
             valid = [g for g in gains if g is not None]
             entry[f"worst_seed_gain_vs_{ref}"] = min(valid) if valid else None
+        entry["by_trace"] = _learned_by_trace([by_dir[r["run_dir"]] for r in rs])
         worst_bf = entry.get("worst_seed_gain_vs_best-fixed")
         entry["met_no_loss"] = worst_bf is not None and worst_bf >= -MAX_LOSS
         if with_headroom:
@@ -337,6 +369,28 @@ def markdown_report(doc: dict[str, Any]) -> str:
         for a, la in s["learned"].items():
             gain = "n/a" if "met_gain" not in la else ("yes" if la["met_gain"] else "no")
             lines.append(f"| {s['set']} | {a} | {'yes' if la['met_no_loss'] else 'no'} | {gain} |")
+    lines += [
+        "",
+        "Per held-out trace (U; learned: mean over training seeds, worst seed in brackets):",
+        "",
+        "| set | trace | episodes | " + " | ".join([*refs, *algos]) + " |",
+        "|---|---|---:|" + "---:|" * (len(refs) + len(algos)),
+    ]
+    for s in sets:
+        traces = s["references"][refs[0]].get("by_trace") or {} if refs else {}
+        for trace, v in traces.items():
+            row = [s["set"], trace.split("/", 1)[-1], str(v["n_episodes"])]
+            for r in refs:
+                bt = s["references"][r].get("by_trace") or {}
+                row.append(_fmt_u(bt[trace]["utility_mean"]["mean"]) if trace in bt else "n/a")
+            for a in algos:
+                lt = s["learned"][a].get("by_trace", {}).get(trace)
+                row.append(
+                    "n/a"
+                    if lt is None
+                    else f"{lt['utility_mean']:.3f} ({min(lt['per_training_seed']):.3f})"
+                )
+            lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -596,6 +596,11 @@ def bench_generalise(
         help="families left out one at a time (trained on the others; '' = none)",
     ),
     scales: str = typer.Option("0.25,0.5,2,4", help="bandwidth factors of the scaled sets"),
+    unseen: str = typer.Option(
+        "",
+        help="families met as uplink by the policy trained as configured (no retraining), "
+        "e.g. fcc-broadband,norway-hsdpa-3g",
+    ),
     oracle: bool = typer.Option(False, help="also run the hindsight oracle (slow)"),
     scenario_set: list[str] = typer.Option(
         [], "--set", help="override of the trained setting, dotted.key=value (repeat)"
@@ -632,6 +637,7 @@ def bench_generalise(
                 horizon_s=horizon_s,
                 which=which,
                 families=tuple(_split([families])),
+                unseen=tuple(_split([unseen])),
                 scales=factors,
                 oracle=oracle,
                 train_set=tuple(scenario_set),

@@ -17,14 +17,20 @@ from edgerl.experiments.errors import OptionError
 
 
 def test_sets_leave_each_family_out_and_scale_the_held_out_traces():
-    cfg = GeneraliseConfig(scenario="camera-5g", scales=(0.25, 4.0))
+    cfg = GeneraliseConfig(scenario="camera-5g", scales=(0.25, 4.0), unseen=("fcc-broadband",))
     sets = {s.name: s for s in generalisation_sets(cfg)}
     assert list(sets) == [
         "held-out",
         "scale-x0.25",
         "scale-x4",
+        "family-fcc-broadband",
         *(f"lofo-{f}" for f in FAMILY_UPLINKS),
     ]
+    # an unseen family: the policy trained as configured meets FCC's held-out traces
+    fcc = sets["family-fcc-broadband"]
+    assert fcc.train_set == () and fcc.kind == "unseen-family"
+    seen = load_scenario("camera-5g", fcc.eval_set).network.uplink
+    assert (seen.trace_family, seen.direction) == ("fcc-broadband", "down")
     assert sets["held-out"].eval_set == () and sets["held-out"].train_set == ()
     # camera-5g's uplink is already scaled by 0.17: the factor multiplies it
     up = load_scenario("camera-5g", sets["scale-x4"].eval_set).network.uplink
@@ -38,6 +44,8 @@ def test_sets_leave_each_family_out_and_scale_the_held_out_traces():
         assert seen.trace_family == fam
     with pytest.raises(OptionError, match="unknown"):
         generalisation_sets(GeneraliseConfig(families=("lte",)))
+    with pytest.raises(OptionError, match="--unseen: unknown"):
+        generalisation_sets(GeneraliseConfig(unseen=("5g",)))
     with pytest.raises(OptionError, match="> 0"):
         generalisation_sets(GeneraliseConfig(scales=(0.0,)))
 
@@ -53,6 +61,7 @@ def test_bench_generalise_smoke(tmp_path):
         horizon_s=5.0,
         families=("mahimahi-cellular", "norway-hsdpa-3g"),
         scales=(0.5,),
+        unseen=("norway-hsdpa-3g",),
         out=tmp_path / "gen.json",
         runs_dir=tmp_path / "runs",
         n_envs=2,
@@ -65,10 +74,11 @@ def test_bench_generalise_smoke(tmp_path):
     assert names == [
         "held-out",
         "scale-x0.5",
+        "family-norway-hsdpa-3g",
         "lofo-mahimahi-cellular",
         "lofo-norway-hsdpa-3g",
     ]
-    assert len(doc["runs"]) == 3  # the shipped setting + one per left-out family
+    assert len(doc["runs"]) == 3  # the shipped setting (also the unseen family's) + 2 lofo
     for s in doc["sets"]:
         assert set(s["references"]) == {"best-fixed", "composite", "edgent-dynamic", "clairvoyant"}
         assert s["headroom_reference"] == "clairvoyant"
@@ -77,8 +87,12 @@ def test_bench_generalise_smoke(tmp_path):
         n = s["references"]["best-fixed"]["n_episodes"]
         assert la["n_episodes_per_run"] == [n]
     # stratified: every held-out Norway trace is evaluated in its left-out set
-    norway = doc["sets"][3]["references"]["best-fixed"]["by_trace"]
-    assert len(norway) == 5
+    for k in (2, 4):  # the unseen family and its left-out set
+        norway = doc["sets"][k]["references"]["best-fixed"]["by_trace"]
+        assert len(norway) == 5
+        learned = doc["sets"][k]["learned"]["maskable_ppo"]["by_trace"]
+        assert set(learned) == set(norway)
+        assert all(len(v["per_training_seed"]) == 1 for v in learned.values())
     assert json.loads(cfg.out.read_text())["kind"] == "edgerl.bench_generalise"
     md = cfg.out.with_suffix(".md").read_text()
     assert "lofo-norway-hsdpa-3g" in md and "headroom" in md
