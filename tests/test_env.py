@@ -109,3 +109,25 @@ def test_observation_has_no_future_bandwidth(busy):
     assert raw["uplink_mbps"] == pytest.approx(8.0)
     assert raw["deadline_ms"] == pytest.approx(200.0)
     assert raw["app_cam"] == 1.0
+
+
+@pytest.mark.parametrize("scenario", ["lte-dynamic", "camera-fleet-lte"])
+def test_observation_is_the_normalised_raw_state_bit_for_bit(scenario):
+    """The env builds its observation in Python floats (issue 24); it must equal
+    :func:`normalise` of the raw state, byte for byte, at every step."""
+    from edgerl.envs.observation import normalise
+
+    env = CollabInferenceEnv(scenario)
+    obs, _ = env.reset(seed=2)
+    rng = np.random.default_rng(0)
+    feasible = np.flatnonzero(env.action_masks())
+    for _ in range(400):
+        expected = normalise(env.raw_state(), env._inv_scales)
+        assert obs.dtype == np.float32 and obs.tobytes() == expected.tobytes()
+        obs, *_ = env.step(int(rng.choice(feasible)))
+    # clipping at both ends is exercised by the same code path
+    raw = [-1.0, 0.0, 5.0, 1e9] + [0.0] * (len(env.features) - 4)
+    env._raw_list = lambda _req: raw  # type: ignore[method-assign]
+    assert env._observe(env.pending_request).tobytes() == (
+        normalise(np.array(raw), env._inv_scales).tobytes()
+    )

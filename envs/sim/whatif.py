@@ -32,10 +32,11 @@ order SimPy would (time, priority, scheduling order).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from heapq import heappush as _heappush
 from typing import TYPE_CHECKING, Any
 
-from edgerl.envs.sim.cache import CacheEntry, ResultCache
+from edgerl.envs.sim.cache import _EVICTION_KEYS, CacheEntry, ResultCache
 from edgerl.envs.sim.network import RadioActivity
 
 if TYPE_CHECKING:
@@ -81,41 +82,118 @@ class Snapshot:
 
     Several plans for the same request (the clairvoyant reference asks for every plan) share
     one snapshot; each :class:`Replay` copies what it changes.
+
+    ``full=False`` (the default) leaves out the events that cannot change any outcome: a
+    request on a device CPU whose plan ends there without the cache has nothing left to do
+    (its CPU time is already in the device's horizon) when its device work ends. ``full=True``
+    keeps every event and makes the replay copy the whole cache up front: the plain replay,
+    kept as the reference the shortcuts are tested against (``tests/test_whatif_fast.py``).
     """
 
-    __slots__ = ("events", "now", "seq", "sim")
+    __slots__ = ("events", "full", "now", "seq", "sim")
 
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: Simulator, full: bool = False) -> None:
         self.sim = sim
+        self.full = full
         self.now = now = sim.env.now
         ev: list[tuple[Any, ...]] = []
+        resume = _RESUME
+        silent = None if full else sim.device_only_nocache
         for r in sim.inflight.values():
             st = r.stage
             if st == S_NEW:
-                ev.append((now, URGENT, r.seq, "start", r))
-            elif st in _RESUME:
-                ev.append((r.resume_s, NORMAL, r.seq, _RESUME[st], r))
+                ev.append((now, URGENT, r.seq, _H_START, r))
+            elif st in resume:
+                if st == S_DEVICE and silent is not None and silent[r.run_plan]:
+                    continue  # its device_done does nothing (Replay._after_device)
+                ev.append((r.resume_s, NORMAL, r.seq, resume[st], r))
         for end_s, seq, members in sim.running_batches.values():
-            ev.append((end_s, NORMAL, seq, "batch_end", members))
+            ev.append((end_s, NORMAL, seq, _H_BATCH_END, members))
         for b in sim.armed_batchers:
             if b.timer is not None and b.timer[2] == b.generation and b.waiting:
-                ev.append((b.timer[0], NORMAL, b.timer[1], "window", b))
+                ev.append((b.timer[0], NORMAL, b.timer[1], _H_WINDOW, b))
         for at_s, seq, r, plan in sim.pending_admits.values():
-            ev.append((at_s, NORMAL, seq, "admit", (r, plan)))
+            ev.append((at_s, NORMAL, seq, _H_ADMIT, (r, plan)))
         heapq.heapify(ev)
         self.events = ev
         self.seq = sim.seq
 
 
-_RESUME = {
-    S_LOOKUP_UP: "lookup",
-    S_LOOKUP_BACK: "lookup_back",
-    S_DEVICE: "device_done",
-    S_UPLINK: "at_edge",
-    S_WAN_UP: "at_cloud",
-    S_CLOUD: "cloud_done",
-    S_WAN_DOWN: "back_at_edge",
-}
+class _CacheView:
+    """A copy-on-write view of the simulator's result cache (what a replay changes).
+
+    Behaves as a copy of the cache (:class:`ResultCache`'s ``lookup`` and ``admit``, same
+    eviction choices and ties) without copying it: entries the replay reads or changes are
+    copied on first touch (``copies``: id of the real entry -> its copy), evictions of
+    untouched entries are remembered in ``gone``. Key order, which is recency order (and the
+    tie order of the eviction rank), is the untouched real keys in their order, then the
+    touched ones in the order of their last touch: what the copy's dict order would be.
+    """
+
+    __slots__ = ("base", "capacity", "copies", "gone", "own")
+
+    def __init__(self, real: ResultCache, copies: dict[int, CacheEntry]) -> None:
+        self.base = real.entries
+        self.capacity = real.capacity
+        self.copies = copies
+        self.own: dict[int, CacheEntry] = {}  # touched (or new) keys, in recency order
+        self.gone: set[int] = set()  # real keys the view no longer takes from the real cache
+
+    def _take(self, key: int) -> CacheEntry | None:
+        """The entry of ``key``, removed from the view (the caller re-inserts it)."""
+        e = self.own.pop(key, None)
+        if e is not None or key in self.gone:
+            return e
+        real = self.base.get(key)
+        if real is None:
+            return None
+        self.gone.add(key)
+        e = self.copies[id(real)] = CacheEntry(
+            real.last_access_s, real.hits, real.cost_s, real.correct, real.accuracy
+        )
+        return e
+
+    def lookup(self, now_s: float, key: int) -> CacheEntry | None:
+        e = self._take(key)
+        if e is not None:
+            self.own[key] = e
+            e.hits += 1
+            e.last_access_s = now_s
+        return e
+
+    def _keys(self) -> Iterator[int]:
+        gone = self.gone
+        for k in self.base:
+            if k not in gone:
+                yield k
+        yield from self.own
+
+    def _entry(self, key: int) -> CacheEntry:
+        e = self.own.get(key)
+        return e if e is not None else self.base[key]
+
+    def admit(
+        self, now_s: float, key: int, policy: str, cost_s: float, correct: bool, accuracy: float
+    ) -> None:
+        if self.capacity == 0 or policy == "none":
+            return
+        e = self._take(key)
+        if e is not None:  # a concurrent request admitted it meanwhile: keep the better one
+            self.own[key] = e
+            e.last_access_s = now_s
+            if accuracy > e.accuracy:
+                e.accuracy, e.correct = accuracy, correct
+            return
+        if len(self.base) - len(self.gone) + len(self.own) >= self.capacity:
+            if policy == "lru":  # the least recently used: the first key in recency order
+                victim = next(self._keys())
+            else:
+                rank = _EVICTION_KEYS[policy]
+                entry = self._entry
+                victim = min(self._keys(), key=lambda k: rank(entry(k)))
+            if self.own.pop(victim, None) is None:
+                self.gone.add(victim)
+        self.own[key] = CacheEntry(now_s, 0, cost_s, correct, accuracy)
 
 
 class Replay:
@@ -129,8 +207,14 @@ class Replay:
         sim = self.sim = snap.sim
         self.snap = snap
         self.me, self.my_plan, self.my_device = me, plan, me.device
-        self.cfg = sim.cfg
+        self.cfg = cfg = sim.cfg
         self.shedding = sim.shedding
+        # hot lookups, bound once
+        self.all_plans = sim.all_plans
+        self.fingerprint_bytes = cfg.network.fingerprint_bytes
+        self.result_bytes = cfg.network.result_bytes
+        self.uplinks = [d.uplink for d in sim.devices]
+        self.downlinks = [d.downlink for d in sim.devices]
         self.cpu = [d.cpu.busy_until_s for d in sim.devices]
         self.up = [d.uplink.busy_until_s for d in sim.devices]
         self.down = [d.downlink.busy_until_s for d in sim.devices]
@@ -142,7 +226,10 @@ class Replay:
         self.cloud: MultiServer = sim.cloud_workers.copy()
         self.ebw = sim.edge_batch_waiting
         self.batchers: dict[int, _ShadowBatcher] = {}
-        self.cache: ResultCache | None = None  # copied on the first change
+        self.full = snap.full
+        # plans whose requests have nothing left to do after their device work (not replayed)
+        self.silent = None if snap.full else sim.device_only_nocache
+        self.cache: ResultCache | _CacheView | None = None  # made on the first use
         self.entry_copy: dict[int, CacheEntry] = {}
         self.answers: dict[int, tuple[float, bool]] = {}  # request id -> (accuracy, correct)
         self.events = list(snap.events)
@@ -160,38 +247,23 @@ class Replay:
     # ------------------------------------------------------------------ driver
 
     def run(self) -> Replay:
-        self._push(self.snap.now, URGENT, "start", self.me)
-        handlers: dict[str, Callable[..., None]] = {
-            "start": self._start,
-            "lookup": self._lookup,
-            "lookup_back": self._lookup_back,
-            "device_done": self._after_device,
-            "at_edge": self._at_edge,
-            "at_cloud": self._at_cloud,
-            "cloud_done": self._cloud_done,
-            "back_at_edge": self._result_at_edge,
-            "edge_done": self._edge_done,
-            "batch_end": self._batch_end,
-            "window": self._window,
-            "admit": self._admit_event,
-            "down_done": self._down_done,
-        }
+        self._push(self.snap.now, URGENT, _H_START, self.me)
         ev = self.events
         pop = heapq.heappop
         try:
             while ev:
-                t, _, _, kind, arg = pop(ev)
-                handlers[kind](t, arg)
+                t, _, _, handler, arg = pop(ev)
+                handler(self, t, arg)
         except _Finished:
             return self
         raise AssertionError("what-if replay ended before the predicted request finished")
 
-    def _push(self, t: float, prio: int, kind: str, arg: Any) -> None:
-        self.seq += 1
-        heapq.heappush(self.events, (t, prio, self.seq, kind, arg))
+    def _push(self, t: float, prio: int, handler: _Handler, arg: Any) -> None:
+        self.seq = seq = self.seq + 1
+        _heappush(self.events, (t, prio, seq, handler, arg))
 
     def _plan(self, r: Request) -> Plan:
-        return self.my_plan if r is self.me else self.sim.all_plans[r.run_plan]
+        return self.my_plan if r is self.me else self.all_plans[r.run_plan]
 
     # ------------------------------------------------------------------ outcomes
 
@@ -210,10 +282,12 @@ class Replay:
     def _send(self, r: Request, t: float, nbytes: int, up: bool) -> float:
         """A device link transfer from t; returns its arrival time (Simulator._radio_send)."""
         d = r.device
-        dev = self.sim.devices[d]
-        link = dev.uplink if up else dev.downlink
-        busy = self.up if up else self.down
-        start = t if t > busy[d] else busy[d]
+        if up:
+            link, busy = self.uplinks[d], self.up
+        else:
+            link, busy = self.downlinks[d], self.down
+        b = busy[d]
+        start = t if t > b else b
         end = link.bandwidth.transfer_end_s(start, nbytes) if nbytes > 0 else start
         busy[d] = end
         if d == self.my_device:
@@ -229,16 +303,20 @@ class Replay:
 
     # ------------------------------------------------------------------ cache
 
-    def _cache(self) -> ResultCache:
-        if self.cache is None:
+    def _cache(self) -> ResultCache | _CacheView:
+        c = self.cache
+        if c is None:
             real = self.sim.cache
-            c = ResultCache(real.capacity)
-            for k, e in real.entries.items():
-                c.entries[k] = self.entry_copy.setdefault(
-                    id(e), CacheEntry(e.last_access_s, e.hits, e.cost_s, e.correct, e.accuracy)
-                )
+            if self.full:  # the reference: a copy of every entry
+                c = ResultCache(real.capacity)
+                for k, e in real.entries.items():
+                    c.entries[k] = self.entry_copy.setdefault(
+                        id(e), CacheEntry(e.last_access_s, e.hits, e.cost_s, e.correct, e.accuracy)
+                    )
+            else:
+                c = _CacheView(real, self.entry_copy)
             self.cache = c
-        return self.cache
+        return c
 
     def _admit(self, t: float, r: Request, plan: Plan) -> None:
         acc, correct = self.answers.get(r.id, (r.accuracy, r.correct))
@@ -252,17 +330,17 @@ class Replay:
     # ------------------------------------------------------------------ stages (as _serve)
 
     def _start(self, t: float, r: Request) -> None:
-        p = self._plan(r)
+        p = self.my_plan if r is self.me else self.all_plans[r.run_plan]
         if p.cache_policy != "none":
-            arrive = self._send(r, t, self.cfg.network.fingerprint_bytes, True)
-            self._push(arrive, NORMAL, "lookup", r)
+            arrive = self._send(r, t, self.fingerprint_bytes, True)
+            self._push(arrive, NORMAL, _H_LOOKUP, r)
         else:
             self._device(t, r, p)
 
     def _lookup(self, t: float, r: Request) -> None:
         entry = self._cache().lookup(t, r.input_id)
-        arrive = self._send(r, t, self.cfg.network.result_bytes, False)
-        self._push(arrive, NORMAL, "lookup_back", (r, entry))
+        arrive = self._send(r, t, self.result_bytes, False)
+        self._push(arrive, NORMAL, _H_LOOKUP_BACK, (r, entry))
 
     def _lookup_back(self, t: float, arg: Any) -> None:
         if isinstance(arg, tuple):
@@ -292,12 +370,14 @@ class Replay:
             self.cpu[d] = start + p.device_s
             if r is self.me:
                 self.energy_j += sim.devices[d].power_w * p.device_s
-            self._push(start + p.device_s, NORMAL, "device_done", r)
+            elif self.silent is not None and self.silent[p.index]:
+                return  # its device_done would do nothing (_after_device)
+            self._push(start + p.device_s, NORMAL, _H_DEVICE_DONE, r)
         else:
             self._after_device(t, r)
 
     def _after_device(self, t: float, r: Request) -> None:
-        sim, p = self.sim, self._plan(r)
+        sim, p = self.sim, (self.my_plan if r is self.me else self.all_plans[r.run_plan])
         net = self.cfg.network
         if p.offloads:
             d = r.device
@@ -308,17 +388,17 @@ class Replay:
                 return
             if r is self.me:
                 self.raw_left = p.raw_input_leaves
-            self._push(self._send(r, t, p.uplink_bytes, True), NORMAL, "at_edge", r)
+            self._push(self._send(r, t, p.uplink_bytes, True), NORMAL, _H_AT_EDGE, r)
         elif p.cache_policy != "none":
             arrive = self._send(r, t, net.result_bytes + net.fingerprint_bytes, True)
             if r is not self.me:
-                self._push(arrive, NORMAL, "admit", (r, p))
+                self._push(arrive, NORMAL, _H_ADMIT, (r, p))
             self._complete(r, t)
         else:
             self._complete(r, t)
 
     def _at_edge(self, t: float, r: Request) -> None:
-        sim, p = self.sim, self._plan(r)
+        sim, p = self.sim, (self.my_plan if r is self.me else self.all_plans[r.run_plan])
         b = sim.plan_batcher[p.index]
         if b is None:
             self._edge_done(t, r)
@@ -332,7 +412,7 @@ class Replay:
         self._join(self._shadow(b), r, t, p.batch_size)
 
     def _edge_done(self, t: float, r: Request) -> None:
-        sim, p = self.sim, self._plan(r)
+        sim, p = self.sim, (self.my_plan if r is self.me else self.all_plans[r.run_plan])
         if not p.uses_cloud:
             self._result_at_edge(t, r)
             return
@@ -344,10 +424,10 @@ class Replay:
         self.wan_up = end
         if r is self.me:
             self.bytes_wan += p.wan_bytes
-        self._push(end + sim.wan_up.prop_s, NORMAL, "at_cloud", r)
+        self._push(end + sim.wan_up.prop_s, NORMAL, _H_AT_CLOUD, r)
 
     def _at_cloud(self, t: float, r: Request) -> None:
-        sim, p = self.sim, self._plan(r)
+        sim, p = self.sim, (self.my_plan if r is self.me else self.all_plans[r.run_plan])
         if self.cloud.waiting(t) >= self.cfg.cloud.queue_capacity:
             self._done(r, t, "cloud_full")
             return
@@ -359,25 +439,28 @@ class Replay:
             self._done(r, t, "deadline@cloud")
             return
         _, end = self.cloud.schedule(t, p.cloud_s)
-        self._push(end, NORMAL, "cloud_done", r)
+        self._push(end, NORMAL, _H_CLOUD_DONE, r)
 
     def _cloud_done(self, t: float, r: Request) -> None:
         sim = self.sim
-        nbytes = self.cfg.network.result_bytes
+        nbytes = self.result_bytes
         start = t if t > self.wan_down else self.wan_down
         end = sim.wan_down.bandwidth.transfer_end_s(start, nbytes) if nbytes else start
         self.wan_down = end
         if r is self.me:
             self.bytes_wan += nbytes
-        self._push(end + sim.wan_down.prop_s, NORMAL, "back_at_edge", r)
+        self._push(end + sim.wan_down.prop_s, NORMAL, _H_BACK_AT_EDGE, r)
 
     def _result_at_edge(self, t: float, r: Request) -> None:
-        p = self._plan(r)
+        p = self.my_plan if r is self.me else self.all_plans[r.run_plan]
         if p.cache_policy != "none":
             self._admit(t, r, p)
-        arrive = self._send(r, t, self.cfg.network.result_bytes, False)
+        arrive = self._send(r, t, self.result_bytes, False)
         if r is self.me:
-            self._push(arrive, NORMAL, "down_done", r)
+            if self.full:
+                self._push(arrive, NORMAL, _H_DOWN_DONE, r)
+            else:  # nothing that happens meanwhile changes its arrival (FIFO link, sent now)
+                self._complete(r, arrive)
 
     def _down_done(self, t: float, r: Request) -> None:
         self._complete(r, t)
@@ -404,7 +487,7 @@ class Replay:
             self._arm(b, t)
 
     def _arm(self, b: _ShadowBatcher, t: float) -> None:
-        self._push(t + self.cfg.edge.max_batch_wait_ms / 1e3, NORMAL, "window", (b, b.generation))
+        self._push(t + self.cfg.edge.max_batch_wait_ms / 1e3, NORMAL, _H_WINDOW, (b, b.generation))
 
     def _window(self, t: float, arg: Any) -> None:
         if isinstance(arg, tuple):
@@ -427,7 +510,7 @@ class Replay:
             n = len(members)
             service_s = sim.edge_s_by_n[b.plan.index][n]
             _, end = self.edge.schedule(t, service_s, n)
-            self._push(end, NORMAL, "batch_end", [r for r, _ in members])
+            self._push(end, NORMAL, _H_BATCH_END, [r for r, _ in members])
         if b.waiting:
             b.min_target = min(self._batch_size(r) for r, _ in b.waiting)
             if len(b.waiting) >= b.min_target:
@@ -454,5 +537,42 @@ class Replay:
         return members
 
     def _batch_end(self, t: float, members: list[Request]) -> None:
-        for r in members:  # each member's `done` event fires after the batch's end
-            self._push(t, NORMAL, "edge_done", r)
+        # Each member's `done` event fires after the batch's end, after every event already
+        # scheduled at t. With none at t (the usual case), they are next in line: handled
+        # here, in the same order, without the round trip through the queue.
+        ev = self.events
+        if not self.full and (not ev or ev[0][0] > t):
+            for r in members:
+                self._edge_done(t, r)
+            return
+        for r in members:
+            self._push(t, NORMAL, _H_EDGE_DONE, r)
+
+
+#: An event's handler: ``handler(replay, time, argument)``.
+_Handler = Callable[[Replay, float, Any], None]
+
+_H_START = Replay._start
+_H_LOOKUP = Replay._lookup
+_H_LOOKUP_BACK = Replay._lookup_back
+_H_DEVICE_DONE = Replay._after_device
+_H_AT_EDGE = Replay._at_edge
+_H_AT_CLOUD = Replay._at_cloud
+_H_CLOUD_DONE = Replay._cloud_done
+_H_BACK_AT_EDGE = Replay._result_at_edge
+_H_EDGE_DONE = Replay._edge_done
+_H_BATCH_END = Replay._batch_end
+_H_WINDOW = Replay._window
+_H_ADMIT = Replay._admit_event
+_H_DOWN_DONE = Replay._down_done
+
+#: The handler an in-flight request resumes with, by the stage it waits in.
+_RESUME: dict[int, _Handler] = {
+    S_LOOKUP_UP: _H_LOOKUP,
+    S_LOOKUP_BACK: _H_LOOKUP_BACK,
+    S_DEVICE: _H_DEVICE_DONE,
+    S_UPLINK: _H_AT_EDGE,
+    S_WAN_UP: _H_AT_CLOUD,
+    S_CLOUD: _H_CLOUD_DONE,
+    S_WAN_DOWN: _H_BACK_AT_EDGE,
+}
