@@ -177,6 +177,7 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
             0.0, OBS_CLIP, shape=(len(self.features),), dtype=np.float32
         )
         self._mask = self.model.static_mask
+        self._feasible = [bool(m) for m in self._mask]  # the mask as Python bools (step)
         self._zero_parts = [0.0] * len(REWARD_PARTS)
         self._app_onehot = [
             [1.0 if i == j else 0.0 for j in range(len(cfg.workload.apps))]
@@ -235,7 +236,7 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
         parts[:] = self._zero_parts
         self._n_done = 0
         self._correction = 0.0
-        feasible = bool(self._mask[a])
+        feasible = self._feasible[a]
         if self._decision_credit and feasible:
             # decision-time credit: the request's own outcome, as the exact what-if predicts it
             req = self._req
