@@ -1,8 +1,10 @@
 """Environment throughput benchmark: decisions per second, env vs the bare simulator.
 
 Both loops run the same scenario, the same seeds and the same random masked plans in one
-process, one after the other, repeated and interleaved (``rounds``) so that background load
-on a shared machine hits both alike; the ratio of the medians is what is compared.
+process (uniform over the feasible plans, or with ``device_share`` a training-like mix: that
+share of decisions picks a plan that runs on the device alone, the others one that
+offloads), one after the other, repeated and interleaved (``rounds``) so that background
+load on a shared machine hits both alike; the ratio of the medians is what is compared.
 
 - *env*: ``CollabInferenceEnv.step`` (Gymnasium adapter: observation, reward parts, info);
 - *bare*: the SimPy simulator alone (``sim.next_decision()`` / ``sim.apply()``), the same
@@ -22,11 +24,13 @@ from typing import Any
 
 import numpy as np
 from edgerl.experiments import runinfo
+from edgerl.experiments.errors import OptionError
 
 
 @dataclass(frozen=True)
 class EnvBenchResult:
     scenario: str
+    device_share: float | None
     steps_per_round: int
     rounds: int
     env_decisions_per_s: float
@@ -54,6 +58,7 @@ def run_env_bench(
     soak_steps: int = 0,
     seed: int = 0,
     progress: bool = True,
+    device_share: float | None = None,
 ) -> EnvBenchResult:
     from edgerl.envs.env import CollabInferenceEnv
     from edgerl.envs.sim.build import build_simulator
@@ -61,7 +66,28 @@ def run_env_bench(
     env = CollabInferenceEnv(scenario)
     model = env.model
     feasible = np.flatnonzero(env.action_masks())
-    plans = feasible[np.random.default_rng(seed).integers(len(feasible), size=steps)].tolist()
+    rng = np.random.default_rng(seed)
+    if device_share is None:
+        plans = feasible[rng.integers(len(feasible), size=steps)].tolist()
+    else:
+        if not 0.0 <= device_share <= 1.0:
+            raise OptionError(
+                f"--device-share (device_share) must be in [0, 1], got {device_share}"
+            )
+        local = np.array([a for a in feasible if not env.plans[a].offloads], dtype=np.int64)
+        remote = np.array([a for a in feasible if env.plans[a].offloads], dtype=np.int64)
+        if not len(local) or not len(remote):
+            raise OptionError(
+                f"{scenario}: --device-share (device_share) needs feasible plans both on the "
+                f"device alone "
+                f"({len(local)}) and offloading ({len(remote)})"
+            )
+        on_device = rng.random(steps) < device_share
+        plans = np.where(
+            on_device,
+            local[rng.integers(len(local), size=steps)],
+            remote[rng.integers(len(remote), size=steps)],
+        ).tolist()
 
     def env_loop() -> float:
         env.reset(seed=seed)
@@ -109,6 +135,7 @@ def run_env_bench(
     env_med, bare_med = statistics.median(env_rates), statistics.median(bare_rates)
     return EnvBenchResult(
         scenario=scenario,
+        device_share=device_share,
         steps_per_round=steps,
         rounds=rounds,
         env_decisions_per_s=env_med,

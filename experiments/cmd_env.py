@@ -120,6 +120,11 @@ def bench_env(
     steps: int = typer.Option(20_000, help="decisions per timed round"),
     rounds: int = typer.Option(3, help="interleaved env/bare rounds (median reported)"),
     soak_steps: int = typer.Option(1_000_000, help="env steps for the memory check (0: skip)"),
+    device_share: float = typer.Option(
+        None,
+        help="training-like plans: this share runs on the device alone, the rest offloads "
+        "(default: uniform over the feasible plans)",
+    ),
     out: Path = typer.Option(Path("runs/bench/env.json"), help="JSON result file"),
 ) -> None:
     """Decisions/s of the env vs the bare simulator (same run), and memory over a long soak."""
@@ -128,7 +133,7 @@ def bench_env(
     from edgerl.experiments.errors import clear_errors
 
     with clear_errors():
-        r = run_env_bench(scenario, steps, rounds, soak_steps)
+        r = run_env_bench(scenario, steps, rounds, soak_steps, device_share=device_share)
     print(
         f"env  {r.env_decisions_per_s:,.0f} decisions/s\n"
         f"bare {r.bare_decisions_per_s:,.0f} decisions/s\n"

@@ -33,6 +33,20 @@ def test_bench_env_unknown_scenario():
     one_line_error(*run("bench", "env", "--scenario", "nope", "--soak-steps", "0"), "nope")
 
 
+def test_bench_env_bad_device_share():
+    one_line_error(
+        *run("bench", "env", "--soak-steps", "0", "--device-share", "1.5"), "device_share"
+    )
+
+
+def test_bench_env_training_like_mix_runs():
+    from edgerl.experiments.bench_env import run_env_bench
+
+    r = run_env_bench("camera-lte", steps=300, rounds=1, device_share=0.85, progress=False)
+    assert r.device_share == 0.85
+    assert r.env_decisions_per_s > 0 and r.bare_decisions_per_s > 0
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [(["--scenario", "nope"], "nope"), (["--rounds", "0"], "--rounds")],
