@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -280,9 +281,12 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
         parts = self._parts
         predicted = req.predicted_parts
         if predicted:  # decision credit: only the prediction's error is left to pay
+            correction = self._correction
             for i, (v, p) in enumerate(zip(req.parts, predicted, strict=True)):
-                parts[i] += v - p
-                self._correction += v - p
+                d = v - p
+                parts[i] += d
+                correction += d
+            self._correction = correction
         else:
             for i, v in enumerate(req.parts):
                 parts[i] += v
@@ -347,11 +351,10 @@ class CollabInferenceEnv(gym.Env[np.ndarray, np.int64]):
         and clipping, one float32 array at the end: several times cheaper than numpy's ufuncs
         on a vector this short, and bit-identical; ``tests/test_env.py`` checks both agree)."""
         clip = OBS_CLIP
-        out = []
-        for v, s in zip(self._raw_list(req), self._inv_scales_list, strict=True):
-            x = v * s
-            out.append(0.0 if x < 0.0 else (clip if x > clip else x))
-        return np.array(out, dtype=np.float32)
+        scaled = map(operator.mul, self._raw_list(req), self._inv_scales_list)
+        return np.array(
+            [0.0 if x < 0.0 else (clip if x > clip else x) for x in scaled], dtype=np.float32
+        )
 
 
 #: ``reset(options=...)`` keys: device 0's uplink trace (index in the split's trace list) and

@@ -940,9 +940,10 @@ class Simulator:
         ``snapshot``: a :class:`Snapshot` of the current state, to share between several
         plans for the same request (taken here when omitted).
         """
-        plan = self.resolve(req, plan)
+        if plan.threshold is not None:
+            plan = self.resolve(req, plan)
         now = self.env.now
-        if not plan.offloads and plan.cache_policy == "none" and not self.starting:
+        if self.device_only_nocache[plan.index] and not self.starting:
             # the device CPU alone, and no decision of this instant not yet started: FIFO
             dev = self.devices[req.device]
             busy = dev.cpu.busy_until_s
