@@ -43,6 +43,9 @@ class EnvBenchResult:
     rss_end_mb: float
     rss_growth_mb: float
     machine: dict[str, Any]
+    command: str
+    git_commit: str
+    finished_utc: str
 
 
 def _rss_mb() -> float:
@@ -148,4 +151,7 @@ def run_env_bench(
         rss_end_mb=rss1,
         rss_growth_mb=rss1 - rss0,
         machine=runinfo.machine_info(),
+        command=runinfo.command_line(),
+        git_commit=runinfo.git_commit(),
+        finished_utc=runinfo.now_iso(),
     )
