@@ -342,6 +342,19 @@ def test_fifo_link_and_servers():
     assert math.isclose(ms.backlog_s(0.5), 0.5)
 
 
+def test_multiserver_counts_the_waiting_jobs_of_batches_and_copies_apart():
+    ms = MultiServer(1)
+    ms.schedule(0.0, 1.0, 3)  # starts at once: not waiting
+    ms.schedule(0.0, 1.0, 4)  # starts at 1
+    ms.schedule(0.5, 1.0, 2)  # starts at 2
+    assert ms.waiting(0.5) == 6
+    c = ms.copy()
+    assert ms.waiting(1.0) == 2
+    assert ms.waiting(2.0) == 0
+    assert c.waiting(0.5) == 6
+    assert c.waiting(1.5) == 2
+
+
 def test_two_simulators_coexist():
     model = toy_model({"horizon_s": 5.0})
     a = build_simulator(model, np.random.default_rng(1), record=True)

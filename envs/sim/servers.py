@@ -41,11 +41,12 @@ class MultiServer:
     still waiting at time t are a suffix of the scheduled ones (``waiting(now)``).
     """
 
-    __slots__ = ("_free_s", "_starts", "busy_s", "jobs")
+    __slots__ = ("_free_s", "_starts", "_waiting", "busy_s", "jobs")
 
     def __init__(self, workers: int) -> None:
         self._free_s = [0.0] * workers
         self._starts: deque[tuple[float, int]] = deque()  # (start time, jobs in it)
+        self._waiting = 0  # jobs in _starts
         self.busy_s = 0.0
         self.jobs = 0
 
@@ -56,6 +57,7 @@ class MultiServer:
         heapq.heapreplace(self._free_s, end)
         if start > now_s:
             self._starts.append((start, n_jobs))
+            self._waiting += n_jobs
         self.busy_s += service_s
         self.jobs += n_jobs
         return start, end
@@ -65,6 +67,7 @@ class MultiServer:
         c = MultiServer.__new__(MultiServer)
         c._free_s = list(self._free_s)
         c._starts = deque(self._starts)
+        c._waiting = self._waiting
         c.busy_s, c.jobs = self.busy_s, self.jobs
         return c
 
@@ -72,8 +75,8 @@ class MultiServer:
         """Jobs enqueued but not yet started at ``now_s``."""
         starts = self._starts
         while starts and starts[0][0] <= now_s:
-            starts.popleft()
-        return sum(n for _, n in starts)
+            self._waiting -= starts.popleft()[1]
+        return self._waiting
 
     def free_at_s(self) -> float:
         """When the earliest server is free (the start of the next job enqueued now)."""
