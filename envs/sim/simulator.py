@@ -349,9 +349,7 @@ class Simulator:
             raise ConfigError(f"{cfg.path}: plan indices must be 0..n-1 (catalogue, then resolved)")
         self.all_plans = all_plans
         #: per plan: runs on the device alone and skips the cache (nothing shared to touch)
-        self.device_only_nocache = [
-            not p.offloads and p.cache_policy == "none" for p in all_plans
-        ]
+        self.device_only_nocache = [not p.offloads and p.cache_policy == "none" for p in all_plans]
         #: per catalogue plan, the device compute [s] after which the device decides whether a
         #: request goes on (a threshold rule's exit heads on the device, and the cut)
         self.device_points = [
