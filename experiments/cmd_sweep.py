@@ -26,20 +26,24 @@ def sweep(
 ) -> None:
     """Hyperparameter sweep on Ray Tune: every trial is a set of run directories (one per
     seed); ranked table, best hyperparameter files and plots in DIR/results."""
-    from edgerl.experiments.errors import clear_errors
-    from edgerl.experiments.sweep import SweepConfig, print_table, run_sweep
+    from edgerl.experiments.errors import clear_errors, print_error
+    from edgerl.experiments.sweep import SweepConfig, SweepInterrupted, print_table, run_sweep
 
     with clear_errors():
-        res = run_sweep(
-            SweepConfig(
-                spec=spec,
-                out=out,
-                resume=resume,
-                address=address,
-                num_cpus=num_cpus,
-                verbose=verbose,
+        try:
+            res = run_sweep(
+                SweepConfig(
+                    spec=spec,
+                    out=out,
+                    resume=resume,
+                    address=address,
+                    num_cpus=num_cpus,
+                    verbose=verbose,
+                )
             )
-        )
+        except SweepInterrupted as exc:
+            print_error(str(exc), prefix="interrupted")
+            raise typer.Exit(130) from None  # 128 + SIGINT, as a shell reports it
     print_table(res.rows, f"sweep {res.sweep_dir.name}: trials ranked by held-out utility")
     n_err = sum(r.status == "error" for r in res.rows)
     print(f"sweep directory: {res.sweep_dir}  ({res.wall_time_s:.0f} s)")

@@ -10,7 +10,10 @@ the trials and write the results. Ray is imported inside the functions that use 
 A trial is one hyperparameter configuration of one (scenario, algorithm). It trains one run per
 seed, one after the other, with :func:`edgerl.experiments.train.train` (``--hp key=value``
 overrides of the shipped hyperparameter file, ``budget.timesteps`` steps), so every seed is an
-ordinary run directory that ``evaluate``, ``compare`` and ``export`` read unchanged. After each
+ordinary run directory that ``evaluate``, ``compare`` and ``export`` read unchanged. ``--resume``
+restores Tune's state: finished trials are not run again, and a trial that Tune restarts
+(it was running) keeps the seeds whose run finished (same configuration fingerprint,
+:func:`edgerl.experiments.train.config_fingerprint`) and trains the others from scratch. After each
 held-out evaluation of the training callback the trial reports to Tune the mean held-out
 utility over its seeds so far (the finished seeds' final evaluations and the current seed's
 latest), against the training steps summed over its seeds; ASHA compares trials on that, all
@@ -39,6 +42,8 @@ import json
 import math
 import os
 import re
+import signal
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +78,17 @@ ERROR_CHARS = 200
 
 class TrialError(RuntimeError):
     """A trial's training diverged (NaN held-out utility) or its scenario failed."""
+
+
+class SweepInterrupted(RuntimeError):
+    """Ctrl-C stopped the sweep; Ray Tune saved its state and ``--resume DIR`` continues."""
+
+    def __init__(self, sweep_dir: Path) -> None:
+        super().__init__(
+            f"sweep interrupted; finished trials are kept: continue it with "
+            f"edgerl sweep --resume {sweep_dir}"
+        )
+        self.sweep_dir = sweep_dir
 
 
 @dataclass
@@ -170,26 +186,27 @@ def _trial(config: dict[str, Any], study: dict[str, Any]) -> None:
                 )
 
         run_dir = root / f"seed{seed}"
-        res = train(
-            TrainConfig(
-                scenario=study["scenario"],
-                scenario_set=tuple(study["scenario_set"]),
-                algo=study["algo"],
-                timesteps=timesteps,
-                seed=int(seed),
-                out=run_dir,
-                hp=tuple(overrides),
-                hyperparams_file=(
-                    Path(study["hyperparams_file"]) if study["hyperparams_file"] else None
-                ),
-                progress_bar=False,
-                tensorboard=False,
-                overwrite=True,  # a trial restarted by --resume retrains its seeds from scratch
-                on_eval=on_eval,
-                command=f"{study['command']}  # trial {trial_id}, seed {seed}",
-            )
+        cfg = TrainConfig(
+            scenario=study["scenario"],
+            scenario_set=tuple(study["scenario_set"]),
+            algo=study["algo"],
+            timesteps=timesteps,
+            seed=int(seed),
+            out=run_dir,
+            hp=tuple(overrides),
+            hyperparams_file=(
+                Path(study["hyperparams_file"]) if study["hyperparams_file"] else None
+            ),
+            progress_bar=False,
+            tensorboard=False,
+            overwrite=True,  # an unfinished run of a restarted trial is trained again
+            on_eval=on_eval,
+            command=f"{study['command']}  # trial {trial_id}, seed {seed}",
         )
-        final = float(res.curve[-1]["eval_utility_mean"]) if res.curve else math.nan
+        final = _finished_run(run_dir, cfg)  # a trial restarted by --resume keeps its seeds
+        if final is None:
+            res = train(cfg)
+            final = float(res.curve[-1]["eval_utility_mean"]) if res.curve else math.nan
         if math.isnan(final):
             raise TrialError(f"seed {seed}: no finite held-out utility (diverged?)")
         finals.append(final)
@@ -202,6 +219,24 @@ def _trial(config: dict[str, Any], study: dict[str, Any]) -> None:
                 "complete": int(i + 1 == len(study["seeds"])),
             }
         )
+
+
+def _finished_run(run_dir: Path, cfg: Any) -> float | None:
+    """The final held-out utility of the run in ``run_dir`` if it finished training exactly
+    ``cfg`` (same configuration fingerprint, not interrupted), else None."""
+    from edgerl.agents.rundir import RUN_JSON
+    from edgerl.experiments.curves import read_curve
+    from edgerl.experiments.train import config_fingerprint, planned_record
+
+    try:
+        record = json.loads((run_dir / RUN_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if record.get("interrupted") or record.get("config_fingerprint") != config_fingerprint(
+        planned_record(cfg)
+    ):
+        return None
+    return float(read_curve(run_dir)[1][-1])
 
 
 def _max_t(study: Mapping[str, Any]) -> int:
@@ -242,7 +277,6 @@ def _tune_config(spec: SweepSpec, study: Mapping[str, Any], max_concurrent: int)
             metric=METRIC, mode="max", sampler=optuna.samplers.TPESampler(seed=spec.search_seed)
         )
     else:
-        # max_concurrent here: Tune ignores TuneConfig.max_concurrent_trials for a generator
         search_alg = BasicVariantGenerator(
             random_state=spec.search_seed, max_concurrent=max_concurrent
         )
@@ -261,7 +295,8 @@ def _tune_config(spec: SweepSpec, study: Mapping[str, Any], max_concurrent: int)
         num_samples=spec.budget.trials if spec.budget.trials is not None else 1,
         search_alg=search_alg,
         scheduler=scheduler,
-        max_concurrent_trials=max_concurrent,
+        # a generator takes its own max_concurrent (Tune ignores this one for it)
+        max_concurrent_trials=max_concurrent if spec.search == "optuna" else None,
         time_budget_s=spec.budget.wall_time_s,
     )
 
@@ -321,7 +356,51 @@ def _run_study(
                 verbose=verbose,
             ),
         )
-    return model.cfg.name, tuner.fit()
+    t0 = time.perf_counter()
+    grid, ctrl_c = _fit(tuner)
+    if ctrl_c or _interrupted(spec, algo, grid, time.perf_counter() - t0):
+        raise SweepInterrupted(sweep_dir)
+    return model.cfg.name, grid
+
+
+def _fit(tuner: Any) -> tuple[Any, bool]:
+    """``tuner.fit()``, and whether Ctrl-C ended it.
+
+    Tune catches the first SIGINT, saves its state and returns as if the study were done;
+    on that signal (only) it puts back the handler it found (``_setup_signal_catching`` in
+    ``ray/tune/tune.py``, Ray 2.60). So a handler of ours installed before ``fit`` and found
+    again after it means Ctrl-C.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return tuner.fit(), False  # signal handlers are the main thread's
+
+    def ours(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, ours)
+    try:
+        grid = tuner.fit()
+        tune_catches = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") == "0"
+        return grid, tune_catches and signal.getsignal(signal.SIGINT) is ours
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def expected_trials(spec: SweepSpec, algo: str) -> int:
+    """Trials of one (scenario, algorithm) study: the grid's size, or ``budget.trials``."""
+    if spec.search == "grid":
+        return math.prod(len(s.values) for s in spec.spaces(algo).values())
+    return int(spec.budget.trials or 1)
+
+
+def _interrupted(spec: SweepSpec, algo: str, grid: Any, fit_s: float) -> bool:
+    """Did Ctrl-C end ``tuner.fit()`` (which then returns as if done)? Some trial is neither
+    finished nor failed, or fewer trials ran than the study has, its wall-time budget unspent."""
+    if grid.num_terminated + grid.num_errors < len(grid):
+        return True
+    budget_s = spec.budget.wall_time_s
+    return len(grid) < expected_trials(spec, algo) and (budget_s is None or fit_s < budget_s)
 
 
 @dataclass
@@ -422,6 +501,10 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
                 grids[(scenario, algo)] = _run_study(
                     spec, scenario, algo, sweep_dir, max_conc, cfg.verbose, prov["command"]
                 )
+    except SweepInterrupted:
+        prov.setdefault("interrupted", []).append(runinfo.now_iso())
+        _write_json(sweep_dir / SWEEP_JSON, prov)
+        raise
     finally:
         ray.shutdown()
     result = SweepResult(sweep_dir, wall_time_s=time.perf_counter() - t0)
