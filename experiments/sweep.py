@@ -41,7 +41,6 @@ import csv
 import json
 import math
 import os
-import re
 import signal
 import threading
 import time
@@ -411,15 +410,23 @@ class _Local:
     num_cpus: int
 
 
-def _ray_init(address: str | None, num_cpus: int | None) -> _Local:
-    """Start a local Ray (loopback only, no dashboard) or connect to ``address``."""
+def _ray_address(address: str | None, num_cpus: int | None) -> str | None:
+    """The cluster to connect to (None: start Ray here). Before ``import ray``: a local Ray is
+    kept on the loopback interface. Ray gives its node the loopback address only where
+    clusters are off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when ``ray`` is imported,
+    see ``get_node_ip_address`` in ``ray/_private/services.py``); with that and
+    ``_node_ip_address="127.0.0.1"`` the GCS, raylet and workers of Ray 2.60 listen on
+    127.0.0.1 only (checked with ``ss -ltnp`` while a sweep ran)."""
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is None:
-        # Ray gives its local node the loopback address only where clusters are disabled
-        # (ray._private.services.get_node_ip_address); a sweep on this machine needs no more.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     elif num_cpus is not None:
         raise OptionError("--num-cpus: only for a local Ray; a cluster has its own CPUs")
+    return address
+
+
+def _ray_init(address: str | None, num_cpus: int | None) -> _Local:
+    """Start a local Ray (loopback only, no dashboard) or connect to ``address``."""
     import ray
 
     if address is None:
@@ -430,6 +437,7 @@ def _ray_init(address: str | None, num_cpus: int | None) -> _Local:
             num_cpus=n,
             include_dashboard=False,
             dashboard_host="127.0.0.1",
+            _node_ip_address="127.0.0.1",
             configure_logging=False,
             log_to_driver=False,
         )
@@ -487,11 +495,12 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
             yaml.safe_dump(spec.to_json(), sort_keys=False), encoding="utf-8"
         )
     t0 = time.perf_counter()
+    address = _ray_address(cfg.address, cfg.num_cpus)
     import ray
 
     grids: dict[tuple[str, str], tuple[str, Any]] = {}  # -> (scenario name, ResultGrid)
     try:
-        local = _ray_init(cfg.address, cfg.num_cpus)
+        local = _ray_init(address, cfg.num_cpus)
         prov["ray"] = {"address": local.address or "local", "num_cpus": local.num_cpus}
         prov["ray_version"] = ray.__version__
         _write_json(sweep_dir / SWEEP_JSON, prov)
@@ -544,7 +553,11 @@ def seed_results(trial_dir: Path, seeds: Sequence[int]) -> tuple[list[float], li
     return finals, dirs
 
 
-_TRIAL_ID = re.compile(r"_trial_([0-9a-f]+_\d+)_")
+def _trial_id_of(tune_dir_name: str, runs_dir: Path) -> str:
+    """The id of a trial that reported nothing: the run root (named by trial id) whose name
+    Tune's trial folder (``_trial_<id>_<index>_<params>_<date>``) contains, else that name."""
+    roots = sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []
+    return next((d.name for d in roots if f"_{d.name}_" in tune_dir_name), tune_dir_name)
 
 
 def _error_line(error: BaseException) -> str:
@@ -561,8 +574,7 @@ def _rows(
     rows = []
     for r in grid:
         m = r.metrics or {}
-        found = _TRIAL_ID.search(Path(r.path).name)
-        trial_id = str(m.get("trial_id") or (found.group(1) if found else Path(r.path).name))
+        trial_id = str(m.get("trial_id") or _trial_id_of(Path(r.path).name, runs_dir))
         per_seed, run_dirs = seed_results(runs_dir / trial_id, spec.seeds)
         utility, lo, hi = t_interval(per_seed)
         if r.error is not None:

@@ -288,3 +288,26 @@ def test_resume_after_interruption_keeps_finished_trials(tmp_path):
     assert len(list(sweep_dir.glob("runs/*/*/seed0/run.json"))) == 2
     prov = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
     assert len(prov["interrupted"]) == 1 and len(prov["resumed"]) == 1
+
+
+@pytest.mark.slow
+def test_optuna_search_with_a_dotted_list_valued_space(tmp_path):
+    """TPE through Ray Tune's OptunaSearch samples a nested key (as --hp writes it) whose
+    values are lists; each trial's run trains with the value it was given."""
+    doc = _spec(
+        search="optuna",
+        space={
+            "learning_rate": {"loguniform": [1e-4, 1e-3]},
+            "policy_kwargs.net_arch": {"choice": [[32], [64, 64]]},
+        },
+        budget={"timesteps": 128, "trials": 2},
+    )
+    res = _run(_write(tmp_path, doc), out=tmp_path / "sweep")
+    assert [r.status for r in res.rows] == ["ok", "ok"]
+    for r in res.rows:
+        (run_dir,) = r.run_dirs
+        record = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+        kwargs = record["hyperparams"]["algo_kwargs"]
+        assert kwargs["policy_kwargs"]["net_arch"] == r.params["policy_kwargs.net_arch"]
+        assert kwargs["learning_rate"] == pytest.approx(r.params["learning_rate"])
+        assert 1e-4 <= r.params["learning_rate"] <= 1e-3
