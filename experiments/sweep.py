@@ -52,6 +52,7 @@ from typing import Any
 import yaml
 from edgerl.experiments import runinfo
 from edgerl.experiments.errors import OptionError
+from edgerl.experiments.ray_session import ray_address, ray_init
 from edgerl.experiments.sweep_spec import (
     SweepSpec,
     SweepSpecError,
@@ -402,50 +403,6 @@ def _interrupted(spec: SweepSpec, algo: str, grid: Any, fit_s: float) -> bool:
     return len(grid) < expected_trials(spec, algo) and (budget_s is None or fit_s < budget_s)
 
 
-@dataclass
-class _Local:
-    """How this process talks to Ray: connected to a cluster, or a Ray it started."""
-
-    address: str | None
-    num_cpus: int
-
-
-def _ray_address(address: str | None, num_cpus: int | None) -> str | None:
-    """The cluster to connect to (None: start Ray here). Before ``import ray``: a local Ray is
-    kept on the loopback interface. Ray gives its node the loopback address only where
-    clusters are off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when ``ray`` is imported,
-    see ``get_node_ip_address`` in ``ray/_private/services.py``); with that and
-    ``_node_ip_address="127.0.0.1"`` the GCS, raylet and workers of Ray 2.60 listen on
-    127.0.0.1 only (checked with ``ss -ltnp`` while a sweep ran)."""
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address is None:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    elif num_cpus is not None:
-        raise OptionError("--num-cpus: only for a local Ray; a cluster has its own CPUs")
-    return address
-
-
-def _ray_init(address: str | None, num_cpus: int | None) -> _Local:
-    """Start a local Ray (loopback only, no dashboard) or connect to ``address``."""
-    import ray
-
-    if address is None:
-        n = num_cpus if num_cpus is not None else (os.cpu_count() or 1)
-        if n < 1:
-            raise OptionError(f"--num-cpus must be >= 1, got {n}")
-        ray.init(
-            num_cpus=n,
-            include_dashboard=False,
-            dashboard_host="127.0.0.1",
-            _node_ip_address="127.0.0.1",
-            configure_logging=False,
-            log_to_driver=False,
-        )
-        return _Local(None, n)
-    ray.init(address=address, log_to_driver=False)
-    return _Local(address, int(ray.cluster_resources().get("CPU", 1)))
-
-
 # ------------------------------------------------------------------------------ the sweep
 
 
@@ -495,12 +452,12 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
             yaml.safe_dump(spec.to_json(), sort_keys=False), encoding="utf-8"
         )
     t0 = time.perf_counter()
-    address = _ray_address(cfg.address, cfg.num_cpus)
+    address = ray_address(cfg.address, cfg.num_cpus)
     import ray
 
     grids: dict[tuple[str, str], tuple[str, Any]] = {}  # -> (scenario name, ResultGrid)
     try:
-        local = _ray_init(address, cfg.num_cpus)
+        local = ray_init(address, cfg.num_cpus)
         prov["ray"] = {"address": local.address or "local", "num_cpus": local.num_cpus}
         prov["ray_version"] = ray.__version__
         _write_json(sweep_dir / SWEEP_JSON, prov)
