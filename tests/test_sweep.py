@@ -192,7 +192,7 @@ def _ray_processes() -> list[str]:
     out = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if any(n in cmd for n in names) and str(p.pid) != "":
+        if any(n in cmd for n in names):
             out.append(cmd)
     return out
 
