@@ -16,6 +16,9 @@ def sweep(
     resume: Path = typer.Option(
         None, help="continue the sweep in this directory (finished trials are kept)"
     ),
+    retry_errored: bool = typer.Option(
+        False, help="with --resume: run failed trials again, from scratch"
+    ),
     address: str = typer.Option(
         None,
         help="a running Ray cluster, e.g. ray://HEAD:10001 (default: $RAY_ADDRESS, else a "
@@ -36,6 +39,7 @@ def sweep(
                     spec=spec,
                     out=out,
                     resume=resume,
+                    retry_errored=retry_errored,
                     address=address,
                     num_cpus=num_cpus,
                     verbose=verbose,

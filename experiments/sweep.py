@@ -101,6 +101,9 @@ class SweepConfig:
     """sweep directory; None: runs/sweeps/<spec name>-<UTC time>"""
     resume: Path | None = None
     """a sweep directory to continue (its spec.yaml; finished trials are not run again)"""
+    retry_errored: bool = False
+    """with ``resume``: run failed trials again from scratch (a worker killed, a fixed bug);
+    Tune gives each a new trial id, so a new run root"""
     address: str | None = None
     """a running Ray cluster (``ray://host:10001`` or ``host:6379``); None: RAY_ADDRESS, else a
     local Ray on this machine"""
@@ -315,6 +318,7 @@ def _run_study(
     max_concurrent: int,
     verbose: int,
     command: str,
+    retry_errored: bool = False,
 ) -> tuple[str, Any]:
     """Run (or continue) the Tune study of one (scenario, algorithm): (the scenario's name,
     Tune's ResultGrid)."""
@@ -342,7 +346,11 @@ def _run_study(
         # Ray's experiment state is its own (cloudpickled) file; --resume reads only a
         # sweep directory this command wrote.
         tuner = tune.Tuner.restore(
-            str(path), trainable, resume_unfinished=True, resume_errored=False
+            str(path),
+            trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=retry_errored,
         )
     else:
         tuner = tune.Tuner(
@@ -413,6 +421,9 @@ def _prepare(cfg: SweepConfig) -> tuple[SweepSpec, Path, dict[str, Any]]:
             raise OptionError("give SPEC.yaml or --resume DIR, not both")
         if cfg.out is not None:
             raise OptionError("--out: --resume continues in DIR itself")
+    elif cfg.retry_errored:
+        raise OptionError("--retry-errored: only with --resume DIR")
+    if cfg.resume is not None:
         sweep_dir = cfg.resume.resolve()
         spec_path = sweep_dir / SPEC_FILE
         if not spec_path.is_file():
@@ -465,7 +476,14 @@ def run_sweep(cfg: SweepConfig) -> SweepResult:
         for scenario in spec.scenarios:
             for algo in spec.algorithms:
                 grids[(scenario, algo)] = _run_study(
-                    spec, scenario, algo, sweep_dir, max_conc, cfg.verbose, prov["command"]
+                    spec,
+                    scenario,
+                    algo,
+                    sweep_dir,
+                    max_conc,
+                    cfg.verbose,
+                    prov["command"],
+                    cfg.retry_errored,
                 )
     except SweepInterrupted:
         prov.setdefault("interrupted", []).append(runinfo.now_iso())

@@ -121,6 +121,23 @@ def test_bad_spec_fails_before_ray_starts(tmp_path):
     assert not out.exists()
 
 
+def test_inconsistent_options_fail_before_ray_starts(tmp_path):
+    from edgerl.experiments.cli import app
+
+    spec = _write(tmp_path, _spec())
+    runner = CliRunner()
+    for args, msg in [
+        ([str(spec), "--retry-errored"], "--retry-errored: only with --resume"),
+        ([str(spec), "--resume", str(tmp_path)], "not both"),
+        (["--resume", str(tmp_path / "empty")], "no spec.yaml; not a sweep directory"),
+        ([], "give a sweep spec"),
+        ([str(spec), "--address", "10.0.0.1:6379", "--num-cpus", "2"], "only for a local Ray"),
+    ]:
+        res = runner.invoke(app, ["sweep", *args])
+        assert res.exit_code == 2, (args, res.output)
+        assert msg in " ".join(res.output.split()), (args, res.output)
+
+
 def test_importing_the_sweep_does_not_import_ray():
     mods = "edgerl.experiments.sweep, edgerl.experiments.cli, edgerl.experiments.sweep_spec"
     code = f"import sys, {mods}; print('ray' in sys.modules)"
@@ -197,10 +214,18 @@ def _ray_processes() -> list[str]:
     return out
 
 
-def _run(spec_path: Path, out: Path | None = None, resume: Path | None = None):
+def _run(spec_path, out=None, resume=None, retry_errored=False):
     from edgerl.experiments.sweep import SweepConfig, run_sweep
 
-    return run_sweep(SweepConfig(spec=spec_path, out=out, resume=resume, num_cpus=1, verbose=0))
+    cfg = SweepConfig(
+        spec=spec_path,
+        out=out,
+        resume=resume,
+        retry_errored=retry_errored,
+        num_cpus=1,
+        verbose=0,
+    )
+    return run_sweep(cfg)
 
 
 @pytest.mark.slow
@@ -240,6 +265,19 @@ def test_tiny_grid_sweep_with_a_crashing_trial(tmp_path):
 
     assert not ray.is_initialized()
     assert _ray_processes() == before  # the local Ray is gone
+
+    # --resume --retry-errored runs the failed trial again from scratch (Tune gives it a new
+    # id: a new run root); it fails again (the NaN is in its configuration), and the finished
+    # trial is left alone
+    stamp = (Path(run_dir) / "run.json").stat().st_mtime_ns
+    again = _run(None, resume=res.sweep_dir, retry_errored=True)
+    assert [r.status for r in again.rows] == ["ok", "error"]
+    assert again.rows[0].trial_id == ok.trial_id
+    assert again.rows[1].trial_id != bad.trial_id
+    assert math.isnan(again.rows[1].params["max_grad_norm"])
+    assert (Path(run_dir) / "run.json").stat().st_mtime_ns == stamp
+    runs = res.sweep_dir / "runs" / "camera-lte__ppo"
+    assert (runs / again.rows[1].trial_id / "seed0" / "learning_curve.csv").is_file()
 
 
 @pytest.mark.slow
