@@ -131,12 +131,7 @@ def load_hyperparams(
         raise HyperparamError(f"{p}: cannot read hyperparameters: {exc}") from exc
     if not isinstance(data, dict) or DEFAULT_KEY not in data:
         raise HyperparamError(f"{p}: expected a mapping with a '{DEFAULT_KEY}' block")
-    key = scenario if scenario in data else DEFAULT_KEY
-    block = copy.deepcopy(data[key])
-    if not isinstance(block, dict):
-        raise HyperparamError(f"{p}:{key}: expected a mapping")
-    for ov in overrides:
-        _apply(block, *parse_override(ov), where=f"override {ov!r}")
+    key, block = _block(data, scenario, overrides, p)
     run = dict(RUN_DEFAULTS)
     kwargs: dict[str, Any] = {}
     for k, v in block.items():
@@ -146,6 +141,35 @@ def load_hyperparams(
             kwargs[k] = v
     _validate(algo, kwargs, run, f"{p}:{key}")
     return Hyperparams(algo, f"{p.name}:{key}", kwargs, run, tuple(overrides))
+
+
+def _block(
+    data: Mapping[str, Any], scenario: str, overrides: Sequence[str], p: Path
+) -> tuple[str, dict[str, Any]]:
+    """(the key used, a copy of its block with ``overrides`` applied)."""
+    key = scenario if scenario in data else DEFAULT_KEY
+    block = copy.deepcopy(data[key])
+    if not isinstance(block, dict):
+        raise HyperparamError(f"{p}:{key}: expected a mapping")
+    for ov in overrides:
+        _apply(block, *parse_override(ov), where=f"override {ov!r}")
+    return key, block
+
+
+def hyperparams_block(
+    algo: str,
+    scenario: str,
+    overrides: Sequence[str] = (),
+    path: str | Path | None = None,
+) -> dict[str, Any]:
+    """The YAML block :func:`load_hyperparams` resolves for ``algo`` on ``scenario`` with
+    ``overrides`` applied, as plain data (anchors merged): written under ``default:`` in a
+    file of its own, it is a hyperparameter file that ``edgerl train --hyperparams`` reads
+    back to the same settings. Validated first (same errors as :func:`load_hyperparams`)."""
+    load_hyperparams(algo, scenario, overrides, path)
+    p = Path(path) if path is not None else HP_DIR / f"{algo}.yaml"
+    data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    return _block(data, scenario, overrides, p)[1]
 
 
 def _validate(algo: str, kwargs: dict[str, Any], run: dict[str, Any], where: str) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +129,10 @@ class HeldOutEvalCallback(BaseCallback):
         seed: int,
         timed_env: TimedVecEnv | None = None,
         eval_horizon_s: float | None = None,
+        on_eval: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         super().__init__()
+        self.on_eval = on_eval  # called with each learning-curve row once it is written
         self.scenario = model_spec
         self.algo = algo
         self.run_dir = Path(run_dir)
@@ -198,6 +200,8 @@ class HeldOutEvalCallback(BaseCallback):
         if self.timed_env is not None:
             self.logger.record("time/env_time_s", self.timed_env.env_time_s)
         self.eval_time_s += time.perf_counter() - t0
+        if self.on_eval is not None:
+            self.on_eval(dict(row))
 
 
 class ClampedProgressBar:

@@ -29,6 +29,7 @@ import edgerl.experiments.cmd_fit  # noqa: E402
 import edgerl.experiments.cmd_planner  # noqa: E402
 import edgerl.experiments.cmd_profiles  # noqa: E402
 import edgerl.experiments.cmd_runtime  # noqa: E402
+import edgerl.experiments.cmd_sweep  # noqa: E402
 import edgerl.experiments.cmd_user_models  # noqa: E402, F401
 
 

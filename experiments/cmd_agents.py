@@ -446,6 +446,12 @@ def compare(
     search_max_wall_s: float = _SEARCH_MAX_WALL_OPT,
     search_workers: int = _SEARCH_WORKERS_OPT,
     plots: bool = typer.Option(True, help="write the PNG plots"),
+    ray: bool = typer.Option(
+        False, "--ray", help="run the episodes as Ray tasks, one per (policy, seed)"
+    ),
+    address: str = typer.Option(
+        None, help="with --ray: a running Ray cluster (default: $RAY_ADDRESS, else local)"
+    ),
 ) -> None:
     """Compare policies on held-out traces: table (rich/CSV/JSON/Markdown) and PNG plots."""
     from edgerl.experiments.compare import CompareConfig, rich_table
@@ -453,6 +459,8 @@ def compare(
 
     if which not in ("best", "final"):
         raise OptionError(f"--which must be best or final, got {which!r}")
+    if address is not None and not ray:
+        raise OptionError("--address: only with --ray")
     with _clear_errors():
         specs = _policy_specs(policies)
         res = run_compare(
@@ -479,6 +487,8 @@ def compare(
                 ),
                 latency_source=latency_source,
                 plots=plots,
+                ray=ray,
+                ray_address=address,
             ),
             _progress_printer(),
         )

@@ -98,10 +98,20 @@ def bench_headroom(
         help="JSON file (publish: --out experiments/results/headroom.json, which `edgerl "
         "scenarios` reads)",
     ),
+    ray: bool = typer.Option(
+        False, "--ray", help="run the episodes as Ray tasks, one per (policy, seed)"
+    ),
+    address: str = typer.Option(
+        None, help="with --ray: a running Ray cluster (default: $RAY_ADDRESS, else local)"
+    ),
 ) -> None:
     """Headroom of each scenario before training: oracle vs best fixed on held-out traces."""
+    from edgerl.experiments.errors import OptionError, clear_errors
     from edgerl.experiments.headroom import HeadroomConfig, run_headroom
 
+    if address is not None and not ray:
+        with clear_errors():
+            raise OptionError("--address: only with --ray")
     run_headroom(
         HeadroomConfig(
             scenarios=tuple(s for s in scenarios.split(",") if s),
@@ -110,6 +120,8 @@ def bench_headroom(
             oracle_window_s=oracle_window_s,
             oracle_workers=oracle_workers,
             out=out,
+            ray=ray,
+            ray_address=address,
         )
     )
 

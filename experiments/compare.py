@@ -111,6 +111,10 @@ class CompareConfig:
     stratified: bool = True
     """every seed covers every held-out uplink trace (see ``EvalConfig.stratified``)"""
     torch_threads: int = 1
+    ray: bool = False
+    """the evaluation episodes as Ray tasks, one per (policy, seed): same results"""
+    ray_address: str | None = None
+    """with ``ray``: a running Ray cluster (None: $RAY_ADDRESS, else a local Ray)"""
 
 
 @dataclass
@@ -144,6 +148,8 @@ def compare(cfg: CompareConfig, progress: Callable[[str], None] | None = None) -
         record_bandwidth=True,
         stratified=cfg.stratified,
         torch_threads=cfg.torch_threads,
+        ray=cfg.ray,
+        ray_address=cfg.ray_address,
     )
     doc, evals = run_evaluation(ecfg, progress)
     files = [

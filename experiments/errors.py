@@ -36,6 +36,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from edgerl.envs.config import ConfigError
     from edgerl.envs.traces import TraceError
     from edgerl.experiments.evaluate import PolicySpecError
+    from edgerl.experiments.sweep_spec import SweepSpecError
     from edgerl.experiments.train import RunExistsError
     from edgerl.profiles import ProfileError
 
@@ -51,6 +52,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
         ProfileError,
         TraceError,
         OptionError,
+        SweepSpecError,
     )
 
 

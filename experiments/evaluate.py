@@ -80,6 +80,10 @@ class EvalConfig:
     """the hindsight oracle's window [s]"""
     oracle_workers: int = 1
     """the oracle's concurrent simulator forks"""
+    ray: bool = False
+    """run the episodes as Ray tasks, one per (policy, seed) (same results as serially)"""
+    ray_address: str | None = None
+    """with ``ray``: a running Ray cluster (None: $RAY_ADDRESS, else a local Ray)"""
 
 
 def load_policy(spec: str, cfg: EvalConfig) -> tuple[str, Any, dict[str, Any]]:
@@ -137,6 +141,17 @@ def load_policy(spec: str, cfg: EvalConfig) -> tuple[str, Any, dict[str, Any]]:
     return pol.name, pol, notes
 
 
+def _episodes_on_ray(
+    cfg: EvalConfig, progress: Callable[[str], None] | None
+) -> dict[str, tuple[dict[int, list[Any]], int, dict[str, Any], float]]:
+    """Every (policy, seed) of ``cfg`` as a Ray task (:mod:`edgerl.experiments.ray_eval`)."""
+    from edgerl.experiments.ray_eval import evaluate_on_ray
+    from edgerl.experiments.ray_session import ray_session
+
+    with ray_session(cfg.ray_address, None):
+        return evaluate_on_ray(cfg, cfg.policies, progress)
+
+
 def run_evaluation(
     cfg: EvalConfig, progress: Callable[[str], None] | None = None
 ) -> tuple[dict[str, Any], dict[str, PolicyEvaluation]]:
@@ -183,6 +198,7 @@ def run_evaluation(
     results: dict[str, PolicyEvaluation] = {}
     docs: dict[str, Any] = {}
     t0 = time.perf_counter()
+    on_ray = _episodes_on_ray(cfg, progress) if cfg.ray else {}
     for lbl, pol, notes in loaded:
         fp = notes.get("scenario_fingerprint")
         if fp is not None and fp != training_fingerprint:
@@ -196,17 +212,28 @@ def run_evaluation(
                 f"({fp[:12]} vs {training_fingerprint[:12]}){cause}"
             )
             print(f"warning: {lbl}: {notes['warning']}", file=sys.stderr)
-        ev = evaluate(
-            scenario,
-            pol,
-            cfg.seeds,
-            cfg.episodes,
-            label=lbl,
-            horizon_s=cfg.horizon_s,
-            record_bandwidth=cfg.record_bandwidth,
-            progress=progress,
-            stratified=cfg.stratified,
-        )
+        if cfg.ray:
+            logs, n_per_seed, description, wall_s = on_ray[notes["spec"]]
+            ev = PolicyEvaluation(
+                label=lbl,
+                description=description,
+                seeds=list(cfg.seeds),
+                episodes=n_per_seed,
+                logs=logs,
+                wall_time_s=wall_s,
+            )
+        else:
+            ev = evaluate(
+                scenario,
+                pol,
+                cfg.seeds,
+                cfg.episodes,
+                label=lbl,
+                horizon_s=cfg.horizon_s,
+                record_bandwidth=cfg.record_bandwidth,
+                progress=progress,
+                stratified=cfg.stratified,
+            )
         results[lbl] = ev
         docs[lbl] = {**ev.to_json(), "spec": notes}
     horizon = cfg.horizon_s if cfg.horizon_s is not None else scenario.cfg.horizon_s
@@ -218,6 +245,11 @@ def run_evaluation(
         "scenario_fingerprint": fingerprint,
         "training_scenario_fingerprint": training_fingerprint,
         "evaluation_overrides": list(cfg.eval_set),
+        "episodes_ran_on": (
+            f"ray ({len(cfg.policies) * len(cfg.seeds)} tasks: one per policy and seed)"
+            if cfg.ray
+            else "this process"
+        ),
         "split": "eval",
         "seeds": list(cfg.seeds),
         "stratified": cfg.stratified,

@@ -41,6 +41,10 @@ class HeadroomConfig:
     out: Path = HEADROOM_FILE
     cache_dir: Path = Path("runs/headroom")
     search: SearchConfig = field(default_factory=SearchConfig)
+    ray: bool = False
+    """the evaluation episodes as Ray tasks, one per (policy, seed): same results"""
+    ray_address: str | None = None
+    """with ``ray``: a running Ray cluster (None: $RAY_ADDRESS, else a local Ray)"""
 
 
 def measure_headroom(cfg: HeadroomConfig, scenario: str) -> dict[str, Any]:
@@ -61,6 +65,8 @@ def measure_headroom(cfg: HeadroomConfig, scenario: str) -> dict[str, Any]:
             search=cfg.search,
             oracle_window_s=cfg.oracle_window_s,
             oracle_workers=cfg.oracle_workers,
+            ray=cfg.ray,
+            ray_address=cfg.ray_address,
         )
     )
     return headroom_entry(

@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +78,11 @@ class TrainConfig:
     overwrite: bool = False
     """replace an existing run directory"""
     verbose: int = 0
+    on_eval: Callable[[dict[str, Any]], None] | None = None
+    """called with each learning-curve row after each held-out evaluation (sweeps report
+    it to Ray Tune)"""
+    command: str | None = None
+    """the command recorded in run.json; None: this process's command line"""
 
 
 @dataclass
@@ -263,6 +268,7 @@ def _train_into(
         cfg.seed,
         timed_env=timer,
         eval_horizon_s=hp.run["eval_horizon_s"],
+        on_eval=cfg.on_eval,
     )
     ckpt_cb = CheckpointCallback(
         save_freq=max(int(hp.run["checkpoint_freq"]) // n_envs, 1),
@@ -327,7 +333,7 @@ def _train_into(
         "best_eval_utility": eval_cb.best,
         "n_envs": n_envs,
         "torch_threads": cfg.torch_threads,
-        "command": runinfo.command_line(),
+        "command": cfg.command if cfg.command is not None else runinfo.command_line(),
         "interrupted": interrupted,
     }
     record["config_fingerprint"] = config_fingerprint(record)
