@@ -210,6 +210,15 @@ def scenario_fingerprint(cfg: ScenarioConfig) -> str:
     return hashlib.sha256(scenario_yaml_text(cfg).encode("utf-8")).hexdigest()
 
 
+def evaluation_fingerprint(cfg: ScenarioConfig) -> str:
+    """:func:`scenario_fingerprint` of ``cfg`` without its ``randomization`` block.
+
+    Domain randomisation changes training episodes only (held-out episodes always run on the
+    configured links), so results that depend on evaluation alone (the measured headroom)
+    stay valid when a scenario adds or changes it."""
+    return scenario_fingerprint(dataclasses.replace(cfg, randomization=RandomizationConfig()))
+
+
 def catalogue_fingerprint(plans: Sequence[Plan]) -> str:
     """sha256 over every plan's name and static costs (changes when profiles change)."""
     h = hashlib.sha256()

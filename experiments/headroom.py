@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgerl.agents.best_fixed import SearchConfig
-from edgerl.agents.rundir import scenario_fingerprint
+from edgerl.agents.rundir import evaluation_fingerprint
 from edgerl.experiments import runinfo
 
 HEADROOM_FILE = Path(__file__).resolve().parent / "results" / "headroom.json"
@@ -107,7 +107,8 @@ def headroom_entry(
     model, _ = runinfo.resolve_scenario(scenario)
     return {
         "scenario": scenario,
-        "scenario_fingerprint": scenario_fingerprint(model.cfg),
+        # evaluation-only: a training randomisation does not make the headroom stale
+        "scenario_fingerprint": evaluation_fingerprint(model.cfg),
         "utility_best_fixed": fixed,
         "utility_oracle": oracle,
         "headroom": (oracle - fixed) / abs(fixed) if fixed != 0 else None,
@@ -176,7 +177,7 @@ def _current_entry(scenario: str, doc: dict[str, Any]) -> dict[str, Any] | str:
     if entry is None:
         return "not measured"
     model, _ = runinfo.resolve_scenario(scenario)
-    if entry.get("scenario_fingerprint") != scenario_fingerprint(model.cfg):
+    if entry.get("scenario_fingerprint") != evaluation_fingerprint(model.cfg):
         return "stale"
     return dict(entry)
 

@@ -365,13 +365,20 @@ def test_randomization_config_is_strict():
 
 
 def test_uplink_scale_is_drawn_per_training_episode_from_its_own_stream():
-    from edgerl.agents.rundir import scenario_fingerprint
-    from edgerl.envs.config import load_scenario
-    from edgerl.envs.sim.build import ScenarioModel, build_simulator, scenario_model
+    import dataclasses
 
-    plain = scenario_model("camera-lte")
+    from edgerl.agents.rundir import evaluation_fingerprint, scenario_fingerprint
+    from edgerl.envs.config import RandomizationConfig, load_scenario
+    from edgerl.envs.sim.build import ScenarioModel, build_simulator
+
+    # camera-lte ships with this randomisation (issue 19); "plain" is the scenario without it
     cfg = load_scenario("camera-lte", ["randomization.uplink_scale_range=[0.25,4.0]"])
+    plain = ScenarioModel.from_config(
+        dataclasses.replace(load_scenario("camera-lte"), randomization=RandomizationConfig())
+    )
     assert scenario_fingerprint(cfg) != scenario_fingerprint(plain.cfg)
+    # the headroom (evaluation only) does not depend on a training randomisation
+    assert evaluation_fingerprint(cfg) == evaluation_fingerprint(plain.cfg)
     model = ScenarioModel.from_config(cfg)
     factors = []
     for seed in range(20):
@@ -401,7 +408,8 @@ def test_training_uplinks_draw_over_several_families():
 
     sets = [
         "randomization.uplink_families=[{family: norway-hsdpa-3g, direction: down}, "
-        "{family: irish-5g, direction: down, scale: 0.17}]"
+        "{family: irish-5g, direction: down, scale: 0.17}]",
+        "randomization.uplink_scale_range=[1.0,1.0]",  # off (camera-lte ships with it on)
     ]
     model = ScenarioModel.from_config(load_scenario("camera-lte", sets))
     families, scales = set(), set()
