@@ -5,7 +5,7 @@ For a trained run: the features' training range as ``edgerl export`` records it
 the uplink scaled by 0.25, 0.5 and 1; per factor, the share of decisions that offload, the
 share outside the training range, and how many offloads were outside it.
 
-    .venv/bin/python experiments/examples/range_check_slow_links.py runs/bench/camera-lte-ppo-s0-t200000
+    .venv/bin/python experiments/examples/range_check_slow_links.py RUN_DIR
 
 Issue 19's diagnosis (README, Results: generalisation) is this script's output for PPO seed 0.
 """
