@@ -148,6 +148,30 @@ def toy_model(overrides: dict[str, Any] | None = None, **profile_kw: Any) -> Sce
     return ScenarioModel.from_config(cfg, ModelProfiles(**profs))
 
 
+def busy_toy_model(devices: int, horizon_s: float) -> ScenarioModel:
+    """A slow edge and WAN (queues everywhere), batch windows, several batch targets, LRU/LFU/
+    cost caching with evictions and shedding at once; constant links and round service times,
+    so events tie in time. The what-if exactness tests run on it."""
+    return toy_model(
+        {
+            "devices.count": devices,
+            "workload.arrival.rate_per_s": 40.0 / devices,
+            "workload.catalogue_size": 8,
+            "workload.apps": [{"name": "cam", "deadline_ms": 400.0}],
+            "horizon_s": horizon_s,
+            "network.uplink": {"constant_mbps": 50.0},
+            "network.downlink": {"constant_mbps": 50.0},
+            "network.wan": {"constant_mbps": 20.0},
+            "action_menu.batch_sizes": [1, 2, 4],
+            "action_menu.cache_policies": ["none", "lru", "lfu", "cost"],
+            "edge.max_batch_wait_ms": 20.0,
+            "edge.cache_capacity": 3,
+            "shedding": "deadline",
+        },
+        unit_ms=[20.0, 40.0, 40.0, 20.0],
+    )
+
+
 @pytest.fixture
 def toy() -> ScenarioModel:
     return toy_model()

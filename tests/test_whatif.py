@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import toy_model
+from conftest import busy_toy_model
 from edgerl.envs.config import load_scenario
 from edgerl.envs.sim.build import ScenarioModel, build_simulator
 from edgerl.envs.sim.simulator import PlanOutcome, Simulator
@@ -95,24 +95,7 @@ def test_prediction_is_exact_without_later_decisions(scenario, overrides):
 def test_prediction_is_exact_in_a_busy_toy_with_batching_and_cache(devices):
     """A slow edge and WAN (queues everywhere), batch windows, several batch targets,
     LRU/LFU/cost caching and shedding at once; with several devices too."""
-    model = toy_model(
-        {
-            "devices.count": devices,
-            "workload.arrival.rate_per_s": 40.0 / devices,
-            "workload.catalogue_size": 8,
-            "workload.apps": [{"name": "cam", "deadline_ms": 400.0}],
-            "horizon_s": 3.0,
-            "network.uplink": {"constant_mbps": 50.0},
-            "network.downlink": {"constant_mbps": 50.0},
-            "network.wan": {"constant_mbps": 20.0},
-            "action_menu.batch_sizes": [1, 2, 4],
-            "action_menu.cache_policies": ["none", "lru", "lfu", "cost"],
-            "edge.max_batch_wait_ms": 20.0,
-            "edge.cache_capacity": 3,
-            "shedding": "deadline",
-        },
-        unit_ms=[20.0, 40.0, 40.0, 20.0],
-    )
+    model = busy_toy_model(devices, horizon_s=3.0)
     stats = _check_exact(model, seed=5, n_decisions=120)
     assert stats["behind_device"] > 0 and stats["edge_or_cache"] > 20
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import toy_model
+from conftest import busy_toy_model
 from edgerl.envs.config import load_scenario
 from edgerl.envs.sim.build import ScenarioModel, build_simulator
 from edgerl.envs.sim.cache import CacheEntry, ResultCache
@@ -80,24 +80,7 @@ def test_fast_replay_equals_the_full_replay(scenario, overrides, policy):
 def test_fast_replay_equals_the_full_replay_in_a_busy_toy(devices):
     """Constant links and round service times: events tie in time (batch ends, windows,
     arrivals at the edge), queues everywhere, every cache policy with evictions."""
-    model = toy_model(
-        {
-            "devices.count": devices,
-            "workload.arrival.rate_per_s": 40.0 / devices,
-            "workload.catalogue_size": 8,
-            "workload.apps": [{"name": "cam", "deadline_ms": 400.0}],
-            "horizon_s": 4.0,
-            "network.uplink": {"constant_mbps": 50.0},
-            "network.downlink": {"constant_mbps": 50.0},
-            "network.wan": {"constant_mbps": 20.0},
-            "action_menu.batch_sizes": [1, 2, 4],
-            "action_menu.cache_policies": ["none", "lru", "lfu", "cost"],
-            "edge.max_batch_wait_ms": 20.0,
-            "edge.cache_capacity": 3,
-            "shedding": "deadline",
-        },
-        unit_ms=[20.0, 40.0, 40.0, 20.0],
-    )
+    model = busy_toy_model(devices, horizon_s=4.0)
     compared = sum(_compare_episode(model, seed, 200, "uniform") for seed in (1, 2, 3))
     assert compared > 50
 
