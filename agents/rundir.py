@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from edgerl.envs.config import RandomizationConfig, ScenarioConfig
+from edgerl.envs.config import ExecutionConfig, RandomizationConfig, ScenarioConfig
 from edgerl.envs.plans import Plan
 
 RUN_SCHEMA_VERSION = 1
@@ -181,10 +181,15 @@ def scenario_yaml_text(cfg: ScenarioConfig) -> str:
 
 
 #: Scenario keys added after results were published: (parent key or "", key).
-LATER_KEYS: tuple[tuple[str, str], ...] = (("network", "paired_links"), ("", "randomization"))
+LATER_KEYS: tuple[tuple[str, str], ...] = (
+    ("network", "paired_links"),
+    ("", "randomization"),
+    ("", "execution"),
+)
 LATER_KEY_DEFAULTS: dict[str, Any] = {
     "paired_links": False,
     "randomization": dataclasses.asdict(RandomizationConfig()),
+    "execution": dataclasses.asdict(ExecutionConfig()),
 }
 
 

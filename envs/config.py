@@ -123,6 +123,41 @@ class FamilyDraw:
 
 
 @dataclass(frozen=True)
+class ExecutionConfig:
+    """How a real runtime's compute differs from the per-layer profiles (default: not at all).
+
+    Profiles time each unit on its own, back to back (warm caches); a runtime runs a segment
+    of several units once per request, after idling, behind an observation and a policy.
+    ``edgerl fidelity --calibrate-seed`` measures these on a calibration run of the runtime
+    (least squares of measured against profiled compute per tier) so that the simulator can
+    predict that runtime; every shipped scenario keeps the defaults. A tier's profiled
+    segment time ``t > 0`` becomes ``t * <tier>_compute_scale + <tier>_overhead_ms`` (per
+    segment on the device and in the cloud, per batch on the edge); ``device_per_request_ms``
+    is charged in the device's compute queue for every request (observation + policy + the
+    hand-off to the compute thread), also for plans that run no layer there.
+    """
+
+    device_per_request_ms: float = 0.0
+    device_overhead_ms: float = 0.0
+    edge_overhead_ms: float = 0.0
+    cloud_overhead_ms: float = 0.0
+    device_compute_scale: float = 1.0
+    edge_compute_scale: float = 1.0
+    cloud_compute_scale: float = 1.0
+
+    def validate(self, where: str) -> None:
+        for name in ("device_per_request_ms", "device_overhead_ms", "edge_overhead_ms",
+                     "cloud_overhead_ms"):  # fmt: skip
+            v = getattr(self, name)
+            if not math.isfinite(v) or v < 0:
+                raise ConfigError(f"{where}.{name} must be a finite number >= 0, got {v}")
+        for name in ("device_compute_scale", "edge_compute_scale", "cloud_compute_scale"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v <= 0:
+                raise ConfigError(f"{where}.{name} must be a finite number > 0, got {v}")
+
+
+@dataclass(frozen=True)
 class RandomizationConfig:
     """Domain randomisation of the *training* episodes (split ``train`` only; the held-out
     evaluation episodes always run on the configured links as they are).
@@ -320,6 +355,7 @@ class ScenarioConfig:
     # certain (see edgerl.envs.sim.simulator); "off" serves every request however late.
     shedding: Literal["off", "deadline"] = "off"
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     path: str = "<memory>"
 
     def validate(self) -> None:
@@ -343,6 +379,7 @@ class ScenarioConfig:
         self.network.downlink.validate(f"{w}: network.downlink")
         self.network.wan.validate(f"{w}: network.wan")
         self.randomization.validate(f"{w}: randomization")
+        self.execution.validate(f"{w}: execution")
         if self.randomization.uplink_families and self.network.uplink.constant_mbps is not None:
             raise ConfigError(
                 f"{w}: randomization.uplink_families needs a trace-driven network.uplink"

@@ -24,13 +24,14 @@ accuracy) is computed once here, so the simulator's hot path only looks them up.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgerl.envs.config import ConfigError, ScenarioConfig
+from edgerl.envs.config import ConfigError, ExecutionConfig, ScenarioConfig
 from edgerl.profiles import LayerProfile, find_profile, interpolate_latency
 from edgerl.profiles.accuracy import AccuracyTable, accuracy_table_path, load_accuracy_table
 from edgerl.profiles.schema import DATA_DIR, ProfileError, profile_path, profiles_on_offer
@@ -289,6 +290,29 @@ def make_plan(
         head_tier=head_tier,
         threshold=threshold,
         rule_exits=rule_exits,
+    )
+
+
+def apply_execution(plan: Plan, ex: ExecutionConfig) -> Plan:
+    """``plan`` with its compute times as a runtime executes them (:class:`ExecutionConfig`;
+    the default returns ``plan`` itself)."""
+    if ex == ExecutionConfig():
+        return plan
+
+    def seg(ms: float, scale: float, overhead_ms: float) -> float:
+        return ms * scale + overhead_ms if ms > 0 else 0.0
+
+    return dataclasses.replace(
+        plan,
+        device_s=(
+            seg(plan.device_s * 1e3, ex.device_compute_scale, ex.device_overhead_ms)
+            + ex.device_per_request_ms
+        )
+        / 1e3,
+        edge_batch_ms=tuple(
+            seg(m, ex.edge_compute_scale, ex.edge_overhead_ms) for m in plan.edge_batch_ms
+        ),
+        cloud_s=seg(plan.cloud_s * 1e3, ex.cloud_compute_scale, ex.cloud_overhead_ms) / 1e3,
     )
 
 

@@ -189,32 +189,110 @@ def bench_runtime_cmd(
 
 @app.command("fidelity")
 def fidelity_cmd(
-    scenario: str = _SCENARIO, set_: list[str] = _SET, seed: int = _SEED, split: str = _SPLIT,
+    scenario: str = _SCENARIO, set_: list[str] = _SET, split: str = _SPLIT,
+    seeds: str = typer.Option("0,1", "--seeds", help="episode seeds: each draws its traces"),
+    rates: str | None = typer.Option(
+        None, "--rates", help="arrival rates per s, comma-separated (default: the scenario's)"
+    ),
     plans: str | None = typer.Option(None, "--plans", help="plan indices (default: a grid)"),
+    policies: str = typer.Option(
+        "", "--policies",
+        help="policies to rank in both, comma-separated: planner:DIR, baseline:NAME, fixed:I",
+    ),
     duration_s: float = typer.Option(5.0, "--duration-s"), data: str | None = _DATA,
     out: Path = typer.Option(Path("runs/fidelity/fidelity.json"), "--out"),
+    plot: Path | None = typer.Option(None, "--plot", help="plot file (default: --out as .png)"),
+    calibrate_seed: int | None = typer.Option(
+        None, "--calibrate-seed",
+        help="fit the simulator's execution block on a run of the grid with this seed first",
+    ),
 ) -> None:  # fmt: skip
-    """The same workload through the runtime and the simulator: per-plan latency errors."""
+    """The same workload through the runtime and the simulator: per-plan and per-stage latency
+    errors, a plot, and whether both rank the given policies alike."""
     from edgerl.experiments import runinfo
+    from edgerl.experiments.fidelity_plot import plot_fidelity
     from edgerl.runtime.fidelity import fidelity
 
+    def ints(value: str, opt: str) -> list[int]:
+        try:
+            return [int(p) for p in value.split(",") if p.strip()]
+        except ValueError:
+            raise _fail(f"{opt} {value!r}: expected comma-separated integers") from None
+
     try:
-        idx = [int(p) for p in plans.split(",")] if plans else None
+        rate_list = [float(r) for r in rates.split(",") if r.strip()] if rates else None
     except ValueError:
-        raise _fail(f"--plans {plans!r}: expected comma-separated plan indices") from None
+        raise _fail(f"--rates {rates!r}: expected comma-separated numbers") from None
+    idx = ints(plans, "--plans") if plans else None
+    seed_list = ints(seeds, "--seeds")
+    if not seed_list:
+        raise _fail("--seeds: give at least one seed")
+    pols = [p.strip() for p in policies.split(",") if p.strip()]
     try:
-        res = fidelity(scenario, list(set_), idx, seed, duration_s, split, data)
+        res = fidelity(
+            scenario,
+            list(set_),
+            idx,
+            seed_list,
+            duration_s,
+            split,
+            data,
+            rate_list,
+            pols,
+            calibrate_seed,
+            progress=lambda m: typer.echo(m, err=True),
+        )
     except _errors() as exc:
         raise _fail(str(exc)) from None
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     res.date, res.command = runinfo.now_iso(), runinfo.command_line()
-    typer.echo(f"{'plan':<58} {'n':>4} {'rt ms':>7} {'sim ms':>7} {'err p50':>8} {'err p95':>8}")
-    for p in res.plans:
+    if res.calibration is not None:
+        cal = res.calibration
         typer.echo(
-            f"{p.plan[:58]:<58} {p.n_matched:>4} {p.runtime_median_ms:>7.1f} "
+            f"calibration (seed {cal.seed}, {cal.rate_per_s:g} req/s): decide "
+            f"{cal.decide_median_ms:.2f} ms, unaccounted {cal.unaccounted_median_ms:.2f} ms; "
+            + ", ".join(
+                f"{t.tier} x{t.compute_scale:.2f} + {t.overhead_ms:.2f} ms" for t in cal.tiers
+            )
+        )
+        if res.uncalibrated is not None:
+            typer.echo(
+                "uncalibrated simulator: relative error median "
+                f"{res.uncalibrated.overall_rel_error_median:.1%}, p95 "
+                f"{res.uncalibrated.overall_rel_error_p95:.1%}"
+            )
+    for i, c in enumerate(res.conditions):
+        typer.echo(
+            f"condition {i}: seed {c.seed}, {c.rate_per_s:g} req/s, uplink {c.uplink} "
+            f"(mean {c.uplink_mean_mbps:.1f} Mbit/s)"
+        )
+    typer.echo(f"{'plan':<62} {'n':>4} {'rt ms':>7} {'sim ms':>7} {'err p50':>8} {'err p95':>8}")
+    for p in res.plans:
+        label = p.label.replace("/cache:none", "")
+        typer.echo(
+            f"{label[:62]:<62} {p.n_matched:>4} {p.runtime_median_ms:>7.1f} "
             f"{p.simulator_median_ms:>7.1f} {p.rel_error_median:>8.1%} {p.rel_error_p95:>8.1%}"
         )
     typer.echo(
         f"overall relative error of end-to-end latency: median "
         f"{res.overall_rel_error_median:.1%}, p95 {res.overall_rel_error_p95:.1%}"
     )
-    typer.echo(f"wrote {runinfo.write_result_json(res, out)}")
+    typer.echo(f"{'stage':<14} {'n':>5} {'rt p50 ms':>10} {'sim p50 ms':>11} {'|err| p50':>10}")
+    for s in res.stages:
+        typer.echo(
+            f"{s.stage:<14} {s.n:>5} {s.runtime_median_ms:>10.2f} {s.simulator_median_ms:>11.2f}"
+            f" {s.abs_error_median_ms:>10.2f}"
+        )
+    if res.ranking:
+        typer.echo(f"{'policy':<32} {'cond':>4} {'U runtime':>10} {'U simulator':>12}")
+        for r in res.ranking:
+            typer.echo(
+                f"{r.policy[:32]:<32} {r.condition:>4} {r.runtime_utility:>10.3f} "
+                f"{r.simulator_utility:>12.3f}"
+            )
+        agree = sum(res.ranking_agrees)
+        typer.echo(f"ranking agrees on {agree} of {len(res.ranking_agrees)} conditions")
+    path = runinfo.write_result_json(res, out)
+    typer.echo(f"wrote {path}")
+    typer.echo(f"wrote {plot_fidelity(res, plot or out.with_suffix('.png'))}")

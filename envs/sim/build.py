@@ -25,6 +25,7 @@ from edgerl.envs.config import (
 from edgerl.envs.plans import (
     ModelProfiles,
     Plan,
+    apply_execution,
     build_catalogue,
     resolve_threshold_plan,
     static_feasibility,
@@ -64,7 +65,7 @@ class ScenarioModel:
             profiles = ModelProfiles.load(cfg)
         else:
             profiles.check_table(cfg)
-        plans = tuple(build_catalogue(cfg, profiles))
+        plans = tuple(apply_execution(p, cfg.execution) for p in build_catalogue(cfg, profiles))
         mask = np.array(static_feasibility(cfg, plans), dtype=bool)
         if not mask.any():
             raise ConfigError(f"{cfg.path}: no plan fits the device and edge memory limits")
@@ -85,7 +86,10 @@ class ScenarioModel:
             if p.threshold is not None:
                 resolved[p.index] = {}
                 for e in p.rule_exits:
-                    r = dataclasses.replace(resolve_threshold_plan(p, e, profiles), index=n)
+                    r = dataclasses.replace(
+                        apply_execution(resolve_threshold_plan(p, e, profiles), cfg.execution),
+                        index=n,
+                    )
                     resolved[p.index][e] = r
                     n += 1
         answers = MeasuredAnswers.from_table(profiles.table, plans) if profiles.table else None
