@@ -330,9 +330,10 @@ class DeviceClient:
         image = self.inputs.images[a.image]
         fingerprint = hashlib.sha256(image.tobytes()).hexdigest()
         if plan.cache_policy != "none":
-            reply = await self._exchange(
-                Frame(Kind.CACHE_LOOKUP, a.request_id, {"fingerprint": fingerprint})
-            )
+            lookup = Frame(Kind.CACHE_LOOKUP, a.request_id, {"fingerprint": fingerprint})
+            rec["bytes"]["uplink"] += lookup.wire_bytes
+            reply = await self._exchange(lookup)
+            rec["bytes"]["downlink"] += reply.wire_bytes
             t["cache_reply"] = self.now()
             rec["cache"] = "hit" if reply.meta.get("hit") else "miss"
             if reply.meta.get("hit"):

@@ -316,9 +316,18 @@ class Calibration:
     tiers: list[TierFit] = field(default_factory=list)
     decide_median_ms: float = float("nan")
     unaccounted_median_ms: float = float("nan")
+    # the runtime's messages as they go on the wire (frame prefix, shape, JSON meta): the
+    # simulator's ``network.result_bytes`` / ``fingerprint_bytes`` (medians; None: not seen)
+    result_bytes: int | None = None
+    fingerprint_bytes: int | None = None
 
     def overrides(self) -> list[str]:
-        return [f"execution.{k}={v:.4f}" for k, v in self.execution.items()]
+        out = [f"execution.{k}={v:.4f}" for k, v in self.execution.items()]
+        if self.result_bytes is not None:
+            out.append(f"network.result_bytes={self.result_bytes}")
+        if self.fingerprint_bytes is not None:
+            out.append(f"network.fingerprint_bytes={self.fingerprint_bytes}")
+        return out
 
 
 def fit_tier(tier: str, samples: Sequence[tuple[float, float]]) -> TierFit:
@@ -347,11 +356,16 @@ def _calibrate(
     """Fit the execution config from (runtime record, simulated plan) pairs of a calibration
     run whose simulator used the profiles as they are."""
     samples: dict[str, list[tuple[float, float]]] = {"device": [], "edge": [], "cloud": []}
-    decide, unacc = [], []
+    decide, unacc, results, lookups = [], [], [], []
     for rec, plan in records:
         st = rec.get("stages_ms", {})
         if rec["outcome"] != "completed":
             continue
+        sent = rec.get("bytes", {})
+        if rec.get("cache") == "hit":  # one lookup up, one reply down
+            lookups.append(sent.get("uplink", 0))
+        elif rec.get("tier") in ("edge", "cloud") and rec.get("cache") is None:
+            results.append(sent.get("downlink", 0))
         if "decide" in st:
             decide.append(st["decide"])
         if "device_compute" in st and plan.device_s > 0:
@@ -376,6 +390,10 @@ def _calibrate(
         ex[f"{tier}_overhead_ms"] = fit.overhead_ms
         ex[f"{tier}_compute_scale"] = fit.compute_scale
     cal.execution = ex
+    if results:
+        cal.result_bytes = int(np.median(results))
+    if lookups:
+        cal.fingerprint_bytes = int(np.median(lookups))
     return cal
 
 

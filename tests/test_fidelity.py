@@ -124,7 +124,12 @@ def test_calibrate_from_records() -> None:
                 "latency_ms": total, **kw}  # fmt: skip
 
     recs = [(rec({"decide": 1.0, "device_compute": d_ms * 2 + 1}), dev) for _ in range(3)]
-    recs += [(rec({"decide": 1.0, "uplink": 30.0, "edge_compute": e_ms + 2}, edge_batch=1), edge)]
+    recs += [
+        (rec({"decide": 1.0, "uplink": 30.0, "edge_compute": e_ms + 2}, edge_batch=1,
+             tier="edge", cache=None, bytes={"uplink": 3500, "downlink": 480}), edge),
+        (rec({"decide": 1.0, "cache_lookup": 41.0}, tier="cache", cache="hit",
+             bytes={"uplink": 150, "downlink": 230}), edge),
+    ]  # fmt: skip
     recs += [({"outcome": "dropped", "stages_ms": {}, "latency_ms": 0.0}, edge)]
     cal = _calibrate(recs, model, 99, 10.0)
     assert cal.decide_median_ms == 1.0 and cal.unaccounted_median_ms == pytest.approx(0.2)
@@ -133,6 +138,8 @@ def test_calibrate_from_records() -> None:
     assert ex["device_overhead_ms"] == pytest.approx(d_ms + 1)  # one profiled time: scale 1
     assert ex["edge_overhead_ms"] == pytest.approx(2.0)
     assert "cloud_overhead_ms" not in ex  # no cloud sample: left at its default
+    assert (cal.result_bytes, cal.fingerprint_bytes) == (480, 150)  # frames on the wire
+    assert "network.result_bytes=480" in cal.overrides()
     # the overrides load as a scenario
     load_scenario("edgent-rpi", [*BASE, *cal.overrides()])
 

@@ -221,6 +221,8 @@ def test_every_kind_of_plan_runs_and_accounts(setup: Setup, store: ModelStore) -
             )
         if r["tier"] == "device":
             assert r["bytes"]["uplink"] == 0 or r["plan"].endswith("cache:lru")
+        if r["tier"] == "cache":  # the lookup and its reply went on the wire
+            assert r["bytes"]["uplink"] > 0 and r["bytes"]["downlink"] > 0
 
 
 def _bad_clients() -> list[tuple[str, bytes, bool]]:
