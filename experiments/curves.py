@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from edgerl.agents.rundir import RunDirError
@@ -59,6 +60,13 @@ def plot_learning_curves(
     ax.set_title(title or "learning curve (mean over seeds, min-max band)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out, write (folders created) and close a matplotlib figure; the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

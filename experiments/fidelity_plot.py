@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgerl.experiments.curves import save_figure
 
-FIG_DPI = 120
 BANDS = (0.10, 0.25)
 
 
@@ -68,9 +68,4 @@ def plot_fidelity(res: Any, path: str | Path) -> Path:
     bx.set_xlabel("median per stage [ms] (requests that passed it)")
     bx.legend(fontsize=8)
     bx.grid(True, axis="x", alpha=0.3)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=FIG_DPI)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
