@@ -195,8 +195,14 @@ LATER_KEY_DEFAULTS: dict[str, Any] = {
 
 def source_yaml_text(cfg: ScenarioConfig) -> str | None:
     """The text of the file the scenario was read from (with its comments), if any."""
-    p = Path(cfg.path)
-    return p.read_text(encoding="utf-8") if cfg.path != "<memory>" and p.is_file() else None
+    if cfg.path == "<memory>":
+        return None
+    try:  # a scenario with overrides has a description for a path ("FILE with KEY=V ..."),
+        # which may be longer than a file name may be
+        p = Path(cfg.path)
+        return p.read_text(encoding="utf-8") if p.is_file() else None
+    except OSError:
+        return None
 
 
 def _plain(x: Any) -> Any:

@@ -188,3 +188,15 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     res.overall_rel_error_median, res.overall_rel_error_p95 = 0.2, 0.3
     out = plot_fidelity(res, tmp_path / "f.png")
     assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_source_text_of_a_scenario_with_many_overrides() -> None:
+    """A long override list makes the scenario's path description longer than a file name
+    may be: the source text is simply absent (it used to raise ENAMETOOLONG in train)."""
+    from edgerl.agents.rundir import source_yaml_text
+
+    sets = [*BASE, *host_overrides(5.0), *EXEC, "workload.catalogue_size=50"]
+    cfg = load_scenario("edgent-rpi", sets)
+    assert len(cfg.path) > 255
+    assert source_yaml_text(cfg) is None
+    assert source_yaml_text(load_scenario("edgent-rpi")) is not None
