@@ -123,9 +123,22 @@ def run_cmd(
     log: Path = typer.Option(Path("runs/runtime/requests.jsonl"), "--log"),
     timeout_s: float = _TIMEOUT,
     window_ms: float | None = typer.Option(None, "--window-ms", help="edge batching window [ms]"),
+    placement: str | None = typer.Option(
+        None, "--placement",
+        help="cores of device, edge and cloud, e.g. 0,1,0 (default: one per role, or on 2 cores "
+        "0,1,1)",
+    ),
 ) -> None:  # fmt: skip
     """Start cloud, edge and device on loopback, run a short workload, print the stage table."""
     from edgerl.runtime.launch import read_log, run_local, stage_table
+
+    roles = ("device", "edge", "cloud")
+    where = None
+    if placement is not None:
+        parts = [c.strip() for c in placement.split(",")]
+        if len(parts) != len(roles) or not all(c.isdigit() for c in parts):
+            raise _fail(f"--placement {placement!r}: expected three core numbers, e.g. 0,1,0")
+        where = dict(zip(roles, parts, strict=True))
 
     common = ["--scenario", scenario, "--seed", str(seed), "--split", split]
     for s in set_:
@@ -134,13 +147,14 @@ def run_cmd(
     if data is not None:
         dev += ["--data", data]
     try:
-        done = run_local(common, dev, log, duration_s + 4 * timeout_s, window_ms)
+        done = run_local(common, dev, log, duration_s + 4 * timeout_s, window_ms, where)
     except _errors() as exc:
         raise _fail(str(exc)) from None
     typer.echo(
         f"runtime: {scenario} seed {seed}, policy {done.get('policy')}, inputs "
         f"{done.get('input_source')}; cores: cloud {done['cloud'].get('cpus')}, edge "
-        f"{done['edge'].get('cpus')} (of {len(os.sched_getaffinity(0))}); log {log}"
+        f"{done['edge'].get('cpus')}, device {done.get('cpus')} (of "
+        f"{len(os.sched_getaffinity(0))}); log {log}"
     )
     typer.echo(stage_table(read_log(log)))
 

@@ -98,7 +98,7 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 def run_local(
     common: Sequence[str], device_args: Sequence[str], log: Path, workload_timeout_s: float,
-    window_ms: float | None = None,
+    window_ms: float | None = None, placement: dict[str, str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Cloud, edge and device on loopback; returns the device's accounting.
 
@@ -108,17 +108,31 @@ def run_local(
         log: The JSON-lines log the device writes.
         workload_timeout_s: Longest wait for the device to finish.
         window_ms: Edge batching window override.
+        placement: Cores per role (``{"device": "0", "edge": "1", "cloud": "1"}``, each a
+            ``--cpus`` value); a role left out gets its default.
     """
+    cpus = {r: ["--cpus", c] for r, c in (placement or {}).items()}
     with ExitStack() as stack:
-        _, cloud = stack.enter_context(role_process("cloud", [*common, "--port", "0"]))
+        _, cloud = stack.enter_context(
+            role_process("cloud", [*common, "--port", "0", *cpus.get("cloud", [])])
+        )
         edge_args = [*common, "--port", "0", "--cloud", f"127.0.0.1:{cloud['port']}"]
+        edge_args += cpus.get("edge", [])
         if window_ms is not None:
             edge_args += ["--window-ms", str(window_ms)]
         _, edge = stack.enter_context(role_process("edge", edge_args))
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         dev_cmd = _role_cmd(
             "device",
-            [*common, *device_args, "--edge", f"127.0.0.1:{edge['port']}", "--log", str(log)],
+            [
+                *common,
+                *device_args,
+                "--edge",
+                f"127.0.0.1:{edge['port']}",
+                "--log",
+                str(log),
+                *cpus.get("device", []),
+            ],
         )
         device = subprocess.Popen(dev_cmd, stdout=subprocess.PIPE, text=True, env=env)
         try:

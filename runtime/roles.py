@@ -115,6 +115,6 @@ def run_device(
     finally:
         if out is not None:
             out.close()
-    result.update(policy=handle.label, input_source=inputs.source, log=log)
+    result.update(policy=handle.label, input_source=inputs.source, log=log, **placed)
     announce({"event": "done", **result})
     return result

@@ -200,3 +200,27 @@ def test_source_text_of_a_scenario_with_many_overrides() -> None:
     assert len(cfg.path) > 255
     assert source_yaml_text(cfg) is None
     assert source_yaml_text(load_scenario("edgent-rpi")) is not None
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["runtime", "run", "--placement", "0,1"], "--placement"),
+        (["runtime", "run", "--placement", "0,one,1"], "--placement"),
+        (["fidelity", "--rates", "ten"], "--rates"),
+        (["fidelity", "--seeds", "a,b"], "--seeds"),
+        (["fidelity", "--seeds", ""], "--seeds"),
+        (["fidelity", "--plans", "99999", "--seeds", "0"], "--plans"),
+    ],
+)
+def test_runtime_and_fidelity_options_fail_before_starting_anything(
+    argv: list[str], needle: str, tmp_path: Path
+) -> None:
+    from edgerl.experiments.cli import app
+    from typer.testing import CliRunner
+
+    res = CliRunner().invoke(app, [*argv, *(["--out", str(tmp_path / "f.json")]
+                                            if argv[0] == "fidelity" else [])])  # fmt: skip
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output and needle in res.stderr, res.stderr
+    assert not (tmp_path / "f.json").exists()
