@@ -126,6 +126,50 @@ def bench_headroom(
     )
 
 
+@bench_app.command("ray")
+def bench_ray_cmd(
+    spec: Path = typer.Option(
+        None, help="sweep spec run twice (default: the shipped examples/sweep-camera-lte.yaml)"
+    ),
+    scenario: str = typer.Option("lte-dynamic", help="scenario of the headroom comparison"),
+    eval_seeds: str = typer.Option("100,101", help="evaluation seeds of the headroom runs"),
+    out: Path = typer.Option(Path("runs/bench/ray.json"), help="JSON result file"),
+) -> None:
+    """What Ray buys here: start-up, a sweep with 1 vs all cores, bench headroom serial vs
+    --ray; wall-time ratios from one run."""
+    from edgerl.experiments import runinfo
+    from edgerl.experiments.bench_ray import bench_ray
+    from edgerl.experiments.errors import OptionError, clear_errors
+
+    if spec is None:
+        spec = Path(__file__).parent / "examples" / "sweep-camera-lte.yaml"
+    with clear_errors():
+        if not spec.is_file():
+            raise OptionError(f"--spec {spec}: no such file")
+        try:
+            seeds = tuple(int(s) for s in eval_seeds.split(",") if s.strip())
+        except ValueError:
+            raise OptionError(f"--eval-seeds {eval_seeds!r}: expected integers") from None
+        if not seeds:
+            raise OptionError("--eval-seeds: give at least one seed")
+    res = bench_ray(spec, scenario, seeds)
+    res.date, res.command = runinfo.now_iso(), runinfo.command_line()
+    typer.echo(
+        f"Ray start-up + shutdown (no work): median {res.ray_startup_median_s:.1f} s "
+        f"({', '.join(f'{t:.1f}' for t in res.ray_startup_s)})"
+    )
+    typer.echo(
+        f"sweep ({res.sweep_trials} trials): 1 CPU {res.sweep_serial_s:.0f} s, {res.cpus} CPUs "
+        f"{res.sweep_parallel_s:.0f} s: {res.sweep_ratio:.2f}x (target {res.target_ratio}x)"
+    )
+    typer.echo(
+        f"bench headroom {scenario} (seeds {eval_seeds}): serial {res.headroom_serial_s:.0f} s, "
+        f"--ray {res.headroom_ray_s:.0f} s: {res.headroom_ratio:.2f}x; same results: "
+        f"{res.headroom_equal}"
+    )
+    typer.echo(f"wrote {runinfo.write_result_json(res, out)}")
+
+
 @bench_app.command("env")
 def bench_env(
     scenario: str = typer.Option("lte-dynamic", help="scenario name or YAML path"),

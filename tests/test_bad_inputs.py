@@ -58,6 +58,16 @@ CASES: list[tuple[str, list[str], str]] = [
         "got 'bogus'",
     ),
     ("set-no-equals", ["train", "--set", "reward.credit", "--out", "{out}"], "reward.credit"),
+    (
+        "bench-ray-no-spec",
+        ["bench", "ray", "--spec", "{d}/nosuch.yaml", "--out", "{out}"],
+        "--spec",
+    ),
+    (
+        "bench-ray-bad-seeds",
+        ["bench", "ray", "--eval-seeds", "x", "--out", "{out}"],
+        "--eval-seeds",
+    ),
     ("unknown-hardware", ["scenarios", "check", "{d}/hw.yaml"], "devices.hardware 'nosuch-hw'"),
     ("scenario-trace-empty-csv", ["scenarios", "check", "{d}/traced.yaml"], "network.uplink"),
     # train

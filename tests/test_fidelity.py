@@ -224,3 +224,28 @@ def test_runtime_and_fidelity_options_fail_before_starting_anything(
     assert res.exit_code == 1, res.output
     assert "Traceback" not in res.output and needle in res.stderr, res.stderr
     assert not (tmp_path / "f.json").exists()
+
+
+@pytest.mark.slow
+def test_fidelity_end_to_end_with_calibration_and_ranking(tmp_path: Path) -> None:
+    """Three processes per run: a calibration run, one plan and one ranked policy on one
+    condition; the JSON holds both simulators' errors and the plot is written."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "fid.json"
+    sets = [x for o in (*BASE, "edge.max_batch_wait_ms=10") for x in ("--set", o)]
+    subprocess.run(
+        [sys.executable, "-c", "from edgerl.experiments.cli import main; main()", "fidelity",
+         *sets, "--seeds", "3", "--plans", "0", "--duration-s", "1.5", "--calibrate-seed", "9",
+         "--policies", "baseline:device-only", "--out", str(out)],
+        capture_output=True, text=True, timeout=900, check=True,
+    )  # fmt: skip
+    res = json.loads(out.read_text())
+    assert res["calibration"]["seed"] == 9 and res["calibration"]["execution"]
+    assert any(o.startswith("execution.") for o in res["overrides"])
+    assert res["plans"] and res["uncalibrated"]["plans"]
+    assert len(res["conditions"]) == 1 and len(res["ranking"]) == 1
+    assert res["ranking_agrees"] == [True]  # one policy: nothing to disagree on
+    assert out.with_suffix(".png").stat().st_size > 1000
