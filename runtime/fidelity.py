@@ -38,13 +38,13 @@ HOST_HARDWARE = "cpu-epyc-1t"
 P95 = 95
 
 #: Stages compared: (name, the runtime's stages summed, the simulator's request attribute).
-#: The runtime's ``decide`` (observation + policy) has no simulator counterpart (0 there); the
-#: rest of the end-to-end latency that no stage covers (encoding, hand-offs between tasks and
-#: threads) is ``unaccounted`` on both sides.
+#: The runtime's ``decide`` (observation + policy) counts with the device's stage: a
+#: calibrated simulator charges it there (``execution.device_per_request_ms``), an
+#: uncalibrated one not at all. The rest of the end-to-end latency that no stage covers
+#: (encoding, hand-offs between tasks and threads) is ``unaccounted`` on both sides.
 STAGES: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
-    ("decide", ("decide",), None),
     ("cache_lookup", ("cache_lookup",), "t_lookup_s"),
-    ("device", ("device_queue", "device_compute"), "t_device_s"),
+    ("device+decide", ("decide", "device_queue", "device_compute"), "t_device_s"),
     ("uplink", ("uplink",), "t_uplink_s"),
     ("edge_wait", ("edge_batching+queue",), "t_edge_wait_s"),
     ("edge_compute", ("edge_compute",), "t_edge_s"),

@@ -152,7 +152,7 @@ def test_stage_mapping_sums_to_the_end_to_end_latency() -> None:
                           t_downlink_s=0.02, arrival_s=1.0, finish_s=1.052)  # fmt: skip
     rt, sim = _stage_ms(rec, req)
     assert set(rt) == set(sim)
-    assert rt["decide"] == 1.0 and sim["decide"] == 0.0
+    assert rt["device+decide"] == 1.0 and sim["device+decide"] == 0.0
     assert sim["uplink"] == pytest.approx(31.0) and "cloud_compute" not in rt
     assert sum(rt.values()) == pytest.approx(60.0) and sum(sim.values()) == pytest.approx(52.0)
     assert rt[UNACCOUNTED] == pytest.approx(5.5) and sim[UNACCOUNTED] == pytest.approx(0.0)
