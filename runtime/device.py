@@ -45,7 +45,14 @@ from edgerl.runtime.common import (
     hello_meta,
 )
 from edgerl.runtime.frames import Frame, FrameError, Kind, encode_frame, read_frame, write_frame
-from edgerl.runtime.segments import Answer, ModelStore, PlanSpec, frame_of, run_segment
+from edgerl.runtime.segments import (
+    Answer,
+    ModelStore,
+    PlanSpec,
+    frame_of,
+    run_segment,
+    warm_threads,
+)
 from edgerl.runtime.shaper import ShapedLink
 from edgerl.runtime.workload import (
     EDGE_REPORT_KEYS,
@@ -154,6 +161,7 @@ class DeviceClient:
         self.stats = DeviceStats()
         self.edge_state = {k: 0.0 for k in EDGE_REPORT_KEYS}
         self.cpu = ThreadPoolExecutor(1, thread_name_prefix="device-cpu")
+        warm_threads(self.cpu, 1, store)
         self._cpu_lock = asyncio.Lock()
         self._pending: dict[int, _Pending] = {}
         self._lost: str | None = None

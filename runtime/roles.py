@@ -22,7 +22,8 @@ from edgerl.runtime.workload import Setup, arrivals, build_setup, load_inputs, l
 
 
 def _store(setup: Setup, variants: Sequence[str] | None = None) -> ModelStore:
-    store = ModelStore(setup.cfg.model.name)
+    batches = tuple(sorted(set(setup.cfg.action_menu.batch_sizes) | {1}))
+    store = ModelStore(setup.cfg.model.name, batches)
     for v in variants or setup.cfg.model.variants:
         store.net(v)  # load before announcing readiness: no request waits for weights
     return store

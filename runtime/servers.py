@@ -54,6 +54,7 @@ from edgerl.runtime.segments import (
     frame_of,
     run_segment,
     tensor_of,
+    warm_threads,
 )
 from edgerl.runtime.shaper import ShapedLink
 from edgerl.runtime.workload import Setup
@@ -181,6 +182,7 @@ class EdgeServer:
         self.queue_capacity = cfg.edge.queue_capacity
         self.cache = ResultCache(cfg.edge.cache_capacity)
         self.executor = ThreadPoolExecutor(cfg.edge.workers, thread_name_prefix="edge-worker")
+        warm_threads(self.executor, cfg.edge.workers, store)
         self.batchers: dict[tuple[Any, ...], _Batcher] = {}
         self.waiting_in_batchers = 0
         self.waiting_for_worker = 0
@@ -462,6 +464,7 @@ class CloudServer:
         self.store = store
         self.token = token
         self.executor = ThreadPoolExecutor(cfg.cloud.workers, thread_name_prefix="cloud-worker")
+        warm_threads(self.executor, cfg.cloud.workers, store)
         self._workers = asyncio.Semaphore(cfg.cloud.workers)
         self.queue_capacity = cfg.cloud.queue_capacity
         self.waiting = 0

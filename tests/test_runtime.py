@@ -474,3 +474,34 @@ def test_int8_cut_tensors_cross_frames_as_quint8() -> None:
     assert h2 is not None
     answers, rest = run_segment(s, plan, "cloud", h2)
     assert rest is None and [a.prediction for a in answers if a] == want
+
+
+def test_warm_threads_warms_every_worker_thread() -> None:
+    """Each thread of a pool runs the warm-up once (a fresh thread's first forward pass is the
+    slow one), for every loaded variant and batch size."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgerl.runtime.segments import warm_threads
+
+    seen: list[tuple[int, str, tuple[int, ...]]] = []
+
+    class FakeStore:
+        warm_batch_sizes = (1, 4)
+
+        def loaded(self) -> list[str]:
+            return ["fp32", "int8"]
+
+        def warm_up(self, variant: str, batch_sizes: tuple[int, ...]) -> None:
+            seen.append((threading.get_ident(), variant, batch_sizes))
+
+    pool = ThreadPoolExecutor(3)
+    warm_threads(pool, 3, FakeStore())  # type: ignore[arg-type]
+    assert len({t for t, _, _ in seen}) == 3 and len(seen) == 6
+    assert {(v, b) for _, v, b in seen} == {("fp32", (1, 4)), ("int8", (1, 4))}
+    pool.shutdown()
+    store = ModelStore("balexnet_c10", (1, 2))
+    store.net("fp32")
+    one = ThreadPoolExecutor(1)
+    warm_threads(one, 1, store)  # the real thing runs on the real network
+    one.shutdown()
