@@ -261,6 +261,8 @@ def fidelity_cmd(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     res.date, res.command = runinfo.now_iso(), runinfo.command_line()
+    res.git_commit, res.versions = runinfo.git_commit(), runinfo.versions()
+    res.machine = runinfo.machine_info()
     if res.calibration is not None:
         cal = res.calibration
         typer.echo(

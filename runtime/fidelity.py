@@ -131,6 +131,9 @@ class FidelityResult:
     uncalibrated: GridSummary | None = None  # the same runs against the profiles as they are
     date: str = ""
     command: str = ""
+    git_commit: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
 
 
 def host_overrides(duration_s: float) -> list[str]:
