@@ -242,6 +242,7 @@ def fidelity_cmd(
     if not seed_list:
         raise _fail("--seeds: give at least one seed")
     pols = [p.strip() for p in policies.split(",") if p.strip()]
+    failures: tuple[type[Exception], ...] = (*_errors(), ValueError)
     try:
         res = fidelity(
             scenario,
@@ -256,9 +257,7 @@ def fidelity_cmd(
             calibrate_seed,
             progress=lambda m: typer.echo(m, err=True),
         )
-    except _errors() as exc:
-        raise _fail(str(exc)) from None
-    except ValueError as exc:
+    except failures as exc:
         raise _fail(str(exc)) from None
     res.date, res.command = runinfo.now_iso(), runinfo.command_line()
     res.git_commit, res.versions = runinfo.git_commit(), runinfo.versions()

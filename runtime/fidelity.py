@@ -198,7 +198,7 @@ def simulate_policy(model: ScenarioModel, policy: Any, seed: int, split: str) ->
     on the env's observation and static mask, as everywhere)."""
     from edgerl.envs.env import CollabInferenceEnv
 
-    env = CollabInferenceEnv(model, split="eval" if split == "eval" else "train", record=True)
+    env = CollabInferenceEnv(model, split=split, record=True)
     obs = env.attach(build_simulator(model, seed, split, record=True))
     reset = getattr(policy, "reset", None)
     if reset is not None:
@@ -241,7 +241,7 @@ def _stage_errors(pairs: Sequence[_Pair]) -> list[StageError]:
     out = []
     for name in [s[0] for s in STAGES] + [UNACCOUNTED]:
         got = [(p.rt_stages[name], p.sim_stages[name]) for p in pairs if name in p.rt_stages]
-        if not got or (name == UNACCOUNTED and len(got) == 0):
+        if not got:
             continue
         rt = np.array([g[0] for g in got])
         sm = np.array([g[1] for g in got])
@@ -287,7 +287,7 @@ def _summary(
 def _condition(model: ScenarioModel, seed: int, split: str, rate: float) -> Condition:
     sim = build_simulator(model, seed, split)
     bw = sim.devices[0].uplink.bandwidth
-    src = getattr(bw, "_src", bw)
+    src = getattr(bw, "source", bw)
     name = str(getattr(src, "name", type(src).__name__))
     offset = float(getattr(bw, "offset_s", 0.0))
     horizon = model.cfg.horizon_s
@@ -525,7 +525,11 @@ def fidelity(
             for rate in rates_per_s:
                 sets = sets_for(rate, cal_sets)
                 cmodel = ScenarioModel.from_config(load_config(scenario, sets))
-                rmodel = ScenarioModel.from_config(load_config(scenario, sets_for(rate)))
+                rmodel = (
+                    ScenarioModel.from_config(load_config(scenario, sets_for(rate)))
+                    if cal_sets
+                    else cmodel
+                )
                 ci = len(res.conditions)
                 res.conditions.append(_condition(cmodel, seed, split, float(rate)))
                 common = common_for(seed, sets)

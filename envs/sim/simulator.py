@@ -200,6 +200,11 @@ class _OffsetBandwidth:
     def __init__(self, src: BandwidthSource, offset_s: float, scale: float) -> None:
         self._src, self.offset_s, self.scale = src, offset_s, scale
 
+    @property
+    def source(self) -> BandwidthSource:
+        """The source seen through the offset (e.g. the trace, with its name)."""
+        return self._src
+
     def mbps_at(self, t_s: float) -> float:
         return self._src.mbps_at(t_s + self.offset_s) * self.scale
 
